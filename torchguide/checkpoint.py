@@ -1,0 +1,96 @@
+"""Checkpoints: atomic save, safe load, and the random-number state of a run.
+
+A checkpoint is a dict of tensors and plain Python values only, so it loads with
+`torch.load(..., weights_only=True)`: opening a checkpoint never runs code. It is
+written to a temporary file in the same folder, flushed, fsynced and renamed into
+place, so a crash or a full disk never leaves a half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchguide.errors import CheckpointError, RunFailed
+
+FORMAT = "torchguide-checkpoint/1"
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write `payload` to `path` atomically; raises RunFailed and keeps the old file on failure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise RunFailed(f"could not write checkpoint {path}: {exc.strerror or exc}",
+                        "free disk space or fix permissions; the previous checkpoint is intact") from None
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a torchguide checkpoint safely (weights_only); anything else is a CheckpointError."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist", "check the path (runs/<name>/checkpoints/)")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory", "give a .pt file, e.g. runs/<name>/checkpoints/best.pt")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = "it stores Python objects (e.g. a whole pickled model), which are not loaded for safety" \
+            if "weights_only" in str(exc) or "Unsupported global" in str(exc) else "it is corrupt"
+        raise CheckpointError(f"cannot load {path}: {reason}", "use a checkpoint written by guide") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot load {path}: not a complete checkpoint ({type(exc).__name__})",
+                              "the file is truncated or not a checkpoint; use checkpoints/last.pt or best.pt") \
+            from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        kind = "a plain state_dict" if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path} is not a torchguide checkpoint (it holds {kind})",
+                              "train with guide, or load the weights with model.weights in a config")
+    return payload
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch RNG states as tensors and plain values."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Undo `rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

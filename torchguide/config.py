@@ -1,0 +1,407 @@
+"""YAML configs: load, apply `key=value` overrides, validate everything at once.
+
+A config is checked in two passes, and every problem of both is reported together,
+each with its path (`optimizer.lr: ...`):
+
+1. structure: known keys, types, ranges (pydantic models below, unknown keys refused);
+2. components: each `{name: ..., **kwargs}` section is looked up in its registry and
+   its kwargs are checked against the builder's signature, before anything is built.
+
+Configs are read with `yaml.safe_load`; the only way a config runs code is `imports:`,
+which imports the named modules or files so their decorators register components.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from torchguide.errors import ConfigError, GuideError
+from torchguide.registry import (
+    COLLATES, DATASETS, LOSSES, MODELS, OPTIMIZERS, SAMPLERS, SCHEDULERS, TRANSFORMS, Registry, one_line,
+)
+
+Strict = ConfigDict(extra="forbid")
+
+
+class Component(BaseModel):
+    """A `{name: ..., **kwargs}` section: a registry entry and its arguments."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ValidSpec(BaseModel):
+    """Validation data: a dataset of its own (`name: ...`) or a share of train (`split: 0.1`)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str | None = None
+    split: float | None = Field(default=None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def one_of(self) -> ValidSpec:
+        if (self.name is None) == (self.split is None):
+            raise ValueError("give either `split: 0.1` or a dataset `name: ...`, not both or neither")
+        if self.split is not None and self.model_extra:
+            raise ValueError(f"`split` takes no other keys, got {', '.join(self.model_extra)}")
+        return self
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Transforms(BaseModel):
+    model_config = Strict
+    train: list[str | Component] | None = None
+    eval: list[str | Component] | None = None
+
+
+class Loader(BaseModel):
+    model_config = Strict
+    batch_size: int = Field(default=64, gt=0)
+    eval_batch_size: int | None = Field(default=None, gt=0)
+    num_workers: int | Literal["auto"] = "auto"
+    pin_memory: bool | Literal["auto"] = "auto"
+    drop_last: bool = False
+
+    @model_validator(mode="after")
+    def workers(self) -> Loader:
+        if isinstance(self.num_workers, int) and self.num_workers < 0:
+            raise ValueError("num_workers must be >= 0 or 'auto'")
+        return self
+
+
+class Vocab(BaseModel):
+    model_config = Strict
+    min_freq: int = Field(default=1, ge=1)
+    max_size: int | None = Field(default=None, gt=2)
+    max_len: int | None = Field(default=None, gt=0)
+
+
+class Data(BaseModel):
+    model_config = Strict
+    train: Component
+    valid: ValidSpec | None = None
+    test: Component | None = None
+    transforms: Transforms = Transforms()
+    loader: Loader = Loader()
+    collate: Component = Component(name="default")
+    sampler: Component = Component(name="random")
+    vocab: Vocab = Vocab()
+    cache: Literal["none", "memory"] = "none"
+
+
+class EarlyStopping(BaseModel):
+    model_config = Strict
+    patience: int = Field(default=3, ge=1)
+    min_delta: float = Field(default=0.0, ge=0)
+
+
+class CheckpointEvery(BaseModel):
+    model_config = Strict
+    steps: int | None = Field(default=None, gt=0)
+
+
+class Train(BaseModel):
+    model_config = Strict
+    epochs: int = Field(default=5, gt=0)
+    max_steps: int | None = Field(default=None, gt=0)
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    strategy: Literal["auto", "single", "dp", "ddp"] = "auto"
+    grad_clip: float | None = Field(default=None, gt=0)
+    accumulate: int = Field(default=1, ge=1)
+    monitor: Literal["valid_acc", "valid_loss", "train_loss", "train_acc"] = "valid_acc"
+    early_stopping: EarlyStopping | None = None
+    log_every: int = Field(default=50, gt=0)
+    checkpoint_every: CheckpointEvery | Literal["epoch"] = "epoch"
+    keep_last: int = Field(default=0, ge=0)
+    on_nan: Literal["stop", "skip"] = "stop"
+    threads: int | Literal["auto"] = "auto"
+
+    @model_validator(mode="after")
+    def device_name(self) -> Train:
+        base = self.device.split(":")[0]
+        if base not in ("auto", "cpu", "cuda", "mps"):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        return self
+
+
+class Output(BaseModel):
+    model_config = Strict
+    dir: str = "runs"
+
+
+class Config(BaseModel):
+    model_config = Strict
+    name: str = Field(min_length=1, pattern=r"^[\w.-]+$")
+    task: Literal["image", "text"] | None = None
+    seed: int = 0
+    imports: list[str] = []
+    data: Data
+    model: Component
+    loss: Component = Component(name="cross_entropy")
+    optimizer: Component = Component(name="adam", lr=1e-3)
+    scheduler: Component = Component(name="none")
+    train: Train = Train()
+    output: Output = Output()
+
+
+# ---------------------------------------------------------------- loading
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with `yaml.safe_load`; any problem is a one-line ConfigError."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist: check the path")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory: give a .yaml file, e.g. configs/image/digits.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"YAML syntax error{where}: {problem}", source=str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text", source=str(path)) from None
+    if raw is None:
+        raise ConfigError("the file is empty: start from a shipped config in configs/", source=str(path))
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the top level must be a mapping of sections, got {type(raw).__name__}",
+                          source=str(path))
+    return raw
+
+
+def parse_override(text: str) -> tuple[list[str], Any, bool]:
+    """`a.b=3` -> (['a', 'b'], 3, False); `~a.b` -> (['a', 'b'], None, True)."""
+    if text.startswith("~"):
+        key, value, delete = text[1:], None, True
+    elif "=" in text:
+        key, raw = text.split("=", 1)
+        delete = False
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+    else:
+        raise ConfigError(f"override {text!r}: write key=value (e.g. optimizer.lr=3e-4) or ~key to remove")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {text!r}: empty key part in {key!r}")
+    return parts, value, delete
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `key=value` and `~key` overrides to a raw config mapping (in place)."""
+    for text in overrides:
+        parts, value, delete = parse_override(text)
+        node: Any = raw
+        for i, part in enumerate(parts[:-1]):
+            nxt = child(node, part, text)
+            if nxt is None:
+                if delete:
+                    break
+                nxt = {}
+                set_child(node, part, nxt, text)
+            if not isinstance(nxt, dict | list):
+                raise ConfigError(f"override {text!r}: {'.'.join(parts[: i + 1])} is a value, not a section")
+            node = nxt
+        else:
+            if delete:
+                if isinstance(node, dict) and parts[-1] in node:
+                    del node[parts[-1]]
+                else:
+                    raise ConfigError(f"override {text!r}: there is no {'.'.join(parts)} to remove")
+            else:
+                set_child(node, parts[-1], value, text)
+    return raw
+
+
+def child(node: Any, part: str, text: str) -> Any:
+    if isinstance(node, list):
+        return node[list_index(node, part, text)]
+    return node.get(part)
+
+
+def set_child(node: Any, part: str, value: Any, text: str) -> None:
+    if isinstance(node, list):
+        node[list_index(node, part, text)] = value
+    else:
+        node[part] = value
+
+
+def list_index(node: list[Any], part: str, text: str) -> int:
+    if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+        raise ConfigError(f"override {text!r}: {part!r} is not an index of a list of {len(node)}")
+    return int(part)
+
+
+def import_user_code(imports: list[str], base: Path | None = None) -> list[str]:
+    """Import the modules and .py files listed in `imports:`; returns problems by path."""
+    problems = []
+    for i, target in enumerate(imports):
+        try:
+            if target.endswith(".py") or "/" in target:
+                import_file(target, base)
+            else:
+                importlib.import_module(target)
+        except GuideError as exc:
+            problems.append(f"imports[{i}]: {exc.message}")
+        except Exception as exc:  # user code may raise anything; report it, do not crash
+            problems.append(f"imports[{i}]: cannot import {target!r}: {type(exc).__name__}: {one_line(exc)}")
+    return problems
+
+
+def import_file(target: str, base: Path | None) -> None:
+    candidates = [Path(target)] + ([base / target] if base else [])
+    path = next((p.resolve() for p in candidates if p.is_file()), None)
+    if path is None:
+        raise ConfigError(f"file {target!r} not found (looked in . and next to the config)")
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    name = f"guide_user_{path.stem}_{digest}"
+    if name in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+
+
+# ---------------------------------------------------------------- validation
+
+def load_config(path: str | Path | None, overrides: list[str] = (), *,
+                task: str | None = None, raw: dict[str, Any] | None = None) -> Config:
+    """Load, override and validate a config; raises ConfigError listing every problem.
+
+    Args:
+        path: the YAML file (None when `raw` is given).
+        overrides: `key=value` / `~key` strings applied in order.
+        task: the command's task (`image` or `text`); a config for the other task is refused.
+    """
+    source = str(path) if path else None
+    if raw is None:
+        raw = read_yaml(path)
+    raw = apply_overrides(raw, list(overrides))
+    raw.setdefault("name", Path(path).stem if path else "run")
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation(exc), source=source) from None
+    problems = import_user_code(config.imports, Path(path).parent if path else None)
+    if task and config.task and config.task != task:
+        problems.append(f"task: this is a {config.task} config; run it with `guide train-{config.task}`")
+    if task and not config.task:
+        config.task = task
+    if not problems:
+        problems = check_components(config)
+    if problems:
+        raise ConfigError(problems, source=source)
+    return config
+
+
+def format_validation(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-after", "union"))]
+        loc = [p for p in loc if p not in ("str", "Component", "int", "float", "bool", "literal['auto']",
+                                           "literal['epoch']", "CheckpointEvery", "EarlyStopping")]
+        path = ".".join(loc) or "(top)"
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            parent = ".".join(loc[:-1])
+            fields = section_fields(loc[:-1])
+            msg = "unknown key" + (f"; {parent or 'the top level'} takes {', '.join(fields)}" if fields else "")
+        elif kind == "missing":
+            msg = "required, add it"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            if "input" in err and not isinstance(err["input"], dict | list):
+                msg += f" (got {err['input']!r})"
+        problems.append(f"{path}: {msg}")
+    return sorted(set(problems), key=problems.index)
+
+
+def section_fields(loc: list[str]) -> list[str]:
+    """The keys a config section takes, for an 'unknown key' message."""
+    model: Any = Config
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        model = next((a for a in getattr(ann, "__args__", (ann,)) if hasattr(a, "model_fields")), ann)
+    return list(getattr(model, "model_fields", {}))
+
+
+MODEL_SUPPLIED = {"num_classes", "in_channels", "in_features", "vocab_size", "pad_index"}
+COLLATE_SUPPLIED = {"target", "num_classes", "pad_index", "max_len"}
+SAMPLER_SUPPLIED = {"lengths", "batch_size", "drop_last", "seed", "rank", "world_size", "shuffle"}
+DATASET_SUPPLIED = {"transform", "mode_hint"}
+SCHEDULER_FILLED = {"total_steps", "max_lr", "T_max", "total_iters"}
+
+
+def check_components(config: Config) -> list[str]:
+    """Look up every named component and check its kwargs against its signature."""
+    data = config.data
+    sections: list[tuple[str, Registry, Any, set[str], set[str]]] = [
+        ("data.train", DATASETS, data.train, DATASET_SUPPLIED, set()),
+        ("data.collate", COLLATES, data.collate, COLLATE_SUPPLIED, set()),
+        ("data.sampler", SAMPLERS, data.sampler, SAMPLER_SUPPLIED, set()),
+        ("model", MODELS, config.model, MODEL_SUPPLIED, set()),
+        ("loss", LOSSES, config.loss, loss_supplied(config.loss.name), set()),
+        ("optimizer", OPTIMIZERS, config.optimizer, {"params"}, set()),
+        ("scheduler", SCHEDULERS, config.scheduler, {"optimizer"}, SCHEDULER_FILLED),
+    ]
+    if data.valid is not None and data.valid.name is not None:
+        sections.append(("data.valid", DATASETS, data.valid, DATASET_SUPPLIED, set()))
+    if data.test is not None:
+        sections.append(("data.test", DATASETS, data.test, DATASET_SUPPLIED, set()))
+    for stage in ("train", "eval"):
+        for i, item in enumerate(getattr(data.transforms, stage) or []):
+            comp = Component(name=item) if isinstance(item, str) else item
+            sections.append((f"data.transforms.{stage}[{i}]", TRANSFORMS, comp, set(), set()))
+    problems = []
+    for path, registry, comp, supplied, filled in sections:
+        if comp.name not in registry:
+            problems.append(f"{path}.name: {registry.unknown(comp.name)}")
+            continue
+        sig_problems = registry.check_kwargs(comp.name, comp.kwargs, supplied | filled)
+        for p in sig_problems:
+            key = p.split(":", 1)[0]
+            if key in filled and "set by guide" in p:
+                continue
+            problems.append(f"{path}.{p}")
+    if config.loss.name in LOSSES and LOSSES.entry(config.loss.name).meta.get("target", "x") is None:
+        problems.append(f"loss.name: {LOSSES.entry(config.loss.name).name} does not train a classifier; "
+                        "use cross_entropy, nll, bce_with_logits, kl_div, mse, ...")
+    return problems
+
+
+def loss_supplied(name: str) -> set[str]:
+    """A loss written as a function gets (output, target) at call time, not from YAML."""
+    if name not in LOSSES or isinstance(LOSSES.get(name), type):
+        return set()
+    sig = LOSSES.signature(name)
+    return set(list(sig.parameters)[:2]) if sig else set()
+
+
+def to_yaml(config: Config) -> str:
+    """The resolved config as YAML, the form written into runs and checkpoints."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Datasets, transforms, collate functions, samplers, loaders and the demo data sources."""

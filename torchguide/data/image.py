@@ -1,0 +1,183 @@
+"""Image datasets: an ImageFolder tree, the guide's glob dataset, and a CSV of paths.
+
+All three produce an `ImageSamples`: a sorted list of (path, class index) with class
+names sorted alphabetically, so indices never depend on file-system order. Images are
+opened lazily in `__getitem__`, converted to one mode (L or RGB) so mixed files work,
+and optionally kept in memory as uint8 tensors after their first decode.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from torchguide.errors import DataError
+from torchguide.registry import DATASETS
+
+log = logging.getLogger("torchguide")
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+GRAY_MODES = {"1", "L", "I", "I;16", "F", "LA"}
+
+
+class ImageSamples(Dataset):
+    """Labelled image files; `transform` maps a PIL image to a tensor."""
+
+    def __init__(self, samples: list[tuple[str, int]], classes: list[str], mode: str,
+                 transform: Callable[[Any], Any] | None = None) -> None:
+        self.samples = samples
+        self.classes = classes
+        self.mode = mode
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        path, label = self.samples[index]
+        image = open_image(path, self.mode)
+        return (self.transform(image) if self.transform else image), label
+
+    @property
+    def targets(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.mode == "L" else 3
+
+    def view(self, indices: list[int] | None = None, transform: Callable[[Any], Any] | None = None,
+             ) -> ImageSamples:
+        """The same files (or a subset) with another transform, e.g. a validation split."""
+        samples = self.samples if indices is None else [self.samples[i] for i in indices]
+        return ImageSamples(samples, self.classes, self.mode, transform)
+
+
+def open_image(path: str, mode: str) -> Image.Image:
+    """Decode one image file into `mode`; a broken file is a DataError naming it."""
+    try:
+        with Image.open(path) as image:
+            if image.format == "JPEG":
+                image.draft(mode, image.size)
+            return image.convert(mode)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}", "remove or replace the file") from None
+
+
+def check_files(files: list[Path], labels: list[int], classes: list[str], root: Path, mode: str,
+                verify: bool) -> ImageSamples:
+    """Drop files that are not images (with a warning naming them), pick the mode, check classes."""
+    samples, bad, modes = [], [], Counter()
+    for path, label in zip(files, labels, strict=True):
+        if verify:
+            try:
+                with Image.open(path) as image:  # reads the header only
+                    modes[image.mode] += 1
+            except (OSError, UnidentifiedImageError):
+                bad.append(path)
+                continue
+        samples.append((str(path), label))
+    if bad:
+        names = ", ".join(p.name for p in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        log.warning("skipped %d unreadable image file(s) in %s: %s", len(bad), root, names)
+    if not samples:
+        raise DataError(f"no readable images in {root}", "check the path and the file types")
+    counts = Counter(label for _, label in samples)
+    empty = [c for i, c in enumerate(classes) if counts[i] == 0]
+    if empty:
+        raise DataError(f"class folder(s) with no images in {root}: {', '.join(empty)}",
+                        "add images or remove the folder")
+    if len(classes) < 2:
+        raise DataError(f"{root} has only one class ({classes[0]!r})",
+                        "a classifier needs at least two class folders")
+    if mode == "auto":
+        mode = "L" if modes and set(modes) <= GRAY_MODES else "RGB"
+    if mode not in ("L", "RGB"):
+        raise DataError(f"mode must be L, RGB or auto, got {mode!r}")
+    return ImageSamples(samples, classes, mode)
+
+
+def require_dir(root: str | Path) -> Path:
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"image folder {root} does not exist", "check data.train.root or run `guide data digits`")
+    if not root.is_dir():
+        raise DataError(f"{root} is a file, not a folder of class folders")
+    return root
+
+
+def is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def classes_and_files(pairs: list[tuple[Path, str]], root: Path, mode: str, verify: bool,
+                      classes: list[str] | None = None) -> ImageSamples:
+    """Turn (file, class name) pairs into samples with sorted class indices."""
+    skipped = [p for p, _ in pairs if not is_image(p)]
+    if skipped:
+        log.warning("skipped %d non-image file(s) in %s, e.g. %s", len(skipped), root, skipped[0].name)
+    pairs = sorted((p, c) for p, c in pairs if is_image(p))
+    classes = classes or sorted({c for _, c in pairs})
+    index = {c: i for i, c in enumerate(classes)}
+    return check_files([p for p, _ in pairs], [index[c] for _, c in pairs], classes, root, mode, verify)
+
+
+@DATASETS.register("image_folder", task="image")
+def image_folder(root: str, mode: str = "auto", verify: bool = True) -> ImageSamples:
+    """Images in `root/<class>/<image>` (torchvision's ImageFolder layout), classes sorted.
+
+    Args:
+        mode: `L` (grayscale), `RGB`, or `auto` (L when every image is grayscale).
+        verify: open each file's header once to skip files that are not images.
+    """
+    root = require_dir(root)
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"no class folders in {root}", "expected root/<class>/<image>.png")
+    pairs = [(f, d.name) for d in class_dirs for f in d.rglob("*") if not f.is_dir()]
+    return classes_and_files(pairs, root, mode, verify, classes=[d.name for d in class_dirs])
+
+
+@DATASETS.register("image_glob", task="image")
+def image_glob(root: str, pattern: str = "*/*", mode: str = "auto", verify: bool = True) -> ImageSamples:
+    """The guide's custom dataset done right: files from a glob, class = parent folder name.
+
+    Class indices come from the SORTED class names (the guide's `set` gave a different
+    order on every run), and images are opened lazily in `__getitem__`.
+    """
+    root = require_dir(root)
+    files = [f for f in root.glob(pattern) if f.is_file()]
+    if not files:
+        raise DataError(f"no files match {pattern!r} in {root}", "check data.train.pattern")
+    return classes_and_files([(f, f.parent.name) for f in files], root, mode, verify)
+
+
+@DATASETS.register("image_csv", task="image")
+def image_csv(csv_file: str, root: str | None = None, path_column: str = "path",
+              label_column: str = "label", mode: str = "auto", verify: bool = True) -> ImageSamples:
+    """Images listed in a CSV of `path,label` rows; paths relative to `root` (default: the CSV's folder)."""
+    table = Path(csv_file)
+    if not table.is_file():
+        raise DataError(f"CSV file {table} does not exist", "check data.train.csv_file")
+    base = Path(root) if root else table.parent
+    with table.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise DataError(f"{table} has no rows")
+    missing = {path_column, label_column} - set(rows[0])
+    if missing:
+        raise DataError(f"{table} has no column(s) {', '.join(sorted(missing))}; it has {', '.join(rows[0])}",
+                        "set path_column / label_column")
+    pairs = [(base / r[path_column], r[label_column]) for r in rows]
+    lost = [p for p, _ in pairs if not p.exists()]
+    if lost:
+        raise DataError(f"{len(lost)} file(s) listed in {table} do not exist, e.g. {lost[0]}")
+    return classes_and_files(pairs, base, mode, verify)

@@ -1,0 +1,212 @@
+"""From a config to datasets and DataLoaders: the data half of a run.
+
+`build_data` loads the named datasets, carves the validation split, fixes the class
+list (and, for text, the vocabulary, from the training split only) and reports what
+the model needs to know (classes, channels, features, vocabulary size). `make_loader`
+wraps one split in a DataLoader with the configured collate and sampler.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from torchguide.config import Config
+from torchguide.data.image import ImageSamples
+from torchguide.data.samplers import EpochBatchSampler
+from torchguide.data.text import TextSamples, Vocab, sort_labels
+from torchguide.data.transforms import build_pipeline
+from torchguide.errors import ConfigError, DataError
+from torchguide.losses import loss_meta
+from torchguide.registry import COLLATES, DATASETS, SAMPLERS, Registry
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class Data:
+    """The datasets of a run and the facts about them that the model and loss need."""
+
+    task: str
+    classes: list[str]
+    splits: dict[str, Dataset] = field(default_factory=dict)
+    vocab: Vocab | None = None
+    vocab_size: int | None = None
+    in_channels: int | None = None
+    in_features: int | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def supply(registry: Registry, name: str, runtime: dict[str, Any]) -> dict[str, Any]:
+    """The runtime values that entry `name`'s signature asks for."""
+    sig = registry.signature(name)
+    if sig is None:
+        return {}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+    return {k: v for k, v in runtime.items() if takes_any or k in sig.parameters}
+
+
+def stratified_split(targets: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split indices into (train, valid) keeping class shares, reproducibly under `seed`."""
+    generator = torch.Generator().manual_seed(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, t in enumerate(targets):
+        by_class.setdefault(t, []).append(i)
+    train, valid = [], []
+    for label in sorted(by_class):
+        idx = by_class[label]
+        order = torch.randperm(len(idx), generator=generator).tolist()
+        n_valid = round(len(idx) * fraction) if len(idx) > 1 else 0
+        valid += [idx[j] for j in order[:n_valid]]
+        train += [idx[j] for j in order[n_valid:]]
+    if not valid:
+        raise DataError(f"valid split {fraction} of {len(targets)} samples is empty", "raise data.valid.split")
+    return sorted(train), sorted(valid)
+
+
+def load_split(config: Config, split: str, path: str | None = None) -> Any | None:
+    """The raw dataset of one split from the config (or from `path` for eval); None if absent."""
+    section = getattr(config.data, split)
+    if section is None or getattr(section, "name", None) is None:
+        if path is None:
+            return None
+        section = config.data.train
+    kwargs = dict(section.kwargs)
+    if path is not None:
+        key = next((k for k in ("root", "path", "csv_file") if k in kwargs), None)
+        if key is None:
+            raise DataError(f"dataset {section.name!r} does not read from a path; --data cannot replace it")
+        kwargs[key] = path
+    return DATASETS.build(section.name, **kwargs)
+
+
+def build_data(config: Config, splits: tuple[str, ...] = SPLITS, *, classes: list[str] | None = None,
+               vocab: Vocab | None = None, vocab_size: int | None = None, data_path: str | None = None,
+               ) -> Data:
+    """Load the requested splits; `classes`/`vocab` come from a checkpoint for eval.
+
+    Raises DataError when the data cannot be read or its labels do not fit `classes`.
+    """
+    raw = {s: load_split(config, s, data_path if s in splits and s != "train" else None)
+           for s in splits if s != "valid" or config.data.valid is not None}
+    raw = {s: d for s, d in raw.items() if d is not None}
+    split = config.data.valid.split if config.data.valid is not None else None
+    if split and "train" in raw:
+        if len(raw["train"]) < 2:
+            raise DataError("the training data has fewer than two samples")
+        targets = raw["train"].targets if isinstance(raw["train"], ImageSamples) else raw["train"].raw_labels
+        keys = {t: i for i, t in enumerate(sorted(set(targets)))}
+        train_idx, valid_idx = stratified_split([keys[t] for t in targets], split, config.seed)
+        raw["valid"] = subset(raw["train"], valid_idx)
+        raw["train"] = subset(raw["train"], train_idx)
+    first = next(iter(raw.values()), None)
+    if first is None:
+        raise DataError(f"the config has no {' or '.join(splits)} data", "add data.test or pass --data")
+    task = "image" if isinstance(first, ImageSamples) else "text"
+    if config.task and task != config.task:
+        raise ConfigError(f"data.train.name: {config.data.train.name} is a {task} dataset, "
+                          f"but this is a {config.task} run")
+    if task == "image":
+        return image_data(config, raw, classes)
+    return text_data(config, raw, classes, vocab, vocab_size)
+
+
+def subset(dataset: Any, indices: list[int]) -> Any:
+    return dataset.view(indices) if isinstance(dataset, ImageSamples) else dataset.subset(indices)
+
+
+def image_data(config: Config, raw: dict[str, ImageSamples], classes: list[str] | None) -> Data:
+    classes = classes or raw["train"].classes
+    train_tf = build_pipeline(config.data.transforms.train)
+    eval_tf = build_pipeline(config.data.transforms.eval)
+    splits = {}
+    for name, ds in raw.items():
+        if ds.classes != classes:
+            ds = remap_classes(ds, classes, name)
+        splits[name] = ds.view(transform=train_tf if name == "train" else eval_tf)
+    sample = next(iter(splits.values()))[0][0]
+    return Data("image", classes, splits, in_channels=int(sample.shape[0]), in_features=int(sample.numel()))
+
+
+def remap_classes(ds: ImageSamples, classes: list[str], split: str) -> ImageSamples:
+    """Re-index a split whose class folders are a subset of the known classes."""
+    unknown = [c for c in ds.classes if c not in classes]
+    if unknown:
+        raise DataError(f"{split} data has classes the model does not know: {', '.join(unknown[:5])}",
+                        f"expected classes among {', '.join(classes)}")
+    index = {c: i for i, c in enumerate(classes)}
+    samples = [(p, index[ds.classes[y]]) for p, y in ds.samples]
+    return ImageSamples(samples, classes, ds.mode, ds.transform)
+
+
+def text_data(config: Config, raw: dict[str, TextSamples], classes: list[str] | None,
+              vocab: Vocab | None, vocab_size: int | None) -> Data:
+    has_text = next(iter(raw.values())).texts is not None
+    if classes is None:
+        classes = sort_labels(raw["train"].raw_labels)
+        if len(classes) < 2:
+            raise DataError(f"the training data has one label ({classes[0]!r}); a classifier needs two or more")
+    if has_text and vocab is None:
+        vocab = Vocab.build(raw["train"].texts, config.data.vocab.min_freq, config.data.vocab.max_size)
+    splits = {name: ds.encode(vocab, classes, config.data.vocab.max_len) for name, ds in raw.items()}
+    if vocab is not None:
+        vocab_size = len(vocab)
+    elif vocab_size is None:
+        vocab_size = 1 + max(int(x.max()) for ds in splits.values() for x in ds.ids)
+    else:  # ids the trained embedding does not have become <unk>
+        for ds in splits.values():
+            ds.ids = [x.masked_fill(x >= vocab_size, 1) for x in ds.ids]
+    return Data("text", classes, splits, vocab=vocab, vocab_size=vocab_size)
+
+
+def auto_workers(dataset: Dataset, task: str) -> int:
+    """DataLoader workers for `num_workers: auto`.
+
+    Text (token ids in memory) and small image sets load faster in the main process than
+    through worker processes; larger image sets decode in up to 4 workers, leaving one
+    core for the model.
+    """
+    cores = os.cpu_count() or 1
+    if task == "text" or len(dataset) < 5000 or cores < 2:
+        return 0
+    return max(1, min(4, cores - 1))
+
+
+def make_loader(dataset: Dataset, config: Config, data: Data, *, train: bool, device: torch.device,
+                rank: int = 0, world_size: int = 1, loss_name: str | None = None) -> DataLoader:
+    """A DataLoader for one split with the configured collate and (for training) sampler."""
+    loader = config.data.loader
+    _, target = loss_meta(loss_name or config.loss.name)
+    collate_name = config.data.collate.name
+    runtime = {"target": target or "index", "num_classes": data.num_classes, "pad_index": 0,
+               "max_len": config.data.vocab.max_len}
+    collate_fn = COLLATES.build(collate_name, **config.data.collate.kwargs,
+                                **supply(COLLATES, collate_name, runtime))
+    lengths = dataset.lengths if isinstance(dataset, TextSamples) else [1] * len(dataset)
+    batch_size = loader.batch_size if train else (loader.eval_batch_size or loader.batch_size)
+    common = {"lengths": lengths, "batch_size": batch_size, "seed": config.seed, "rank": rank,
+              "world_size": world_size}
+    if train:
+        name, kwargs = config.data.sampler.name, config.data.sampler.kwargs
+        sampler = SAMPLERS.build(name, **kwargs, drop_last=loader.drop_last, shuffle=True, **common)
+    else:  # evaluation: every sample once, length-sorted in buckets for text (tight, in a fixed order)
+        name = "length_buckets" if isinstance(dataset, TextSamples) else "sequential"
+        sampler = SAMPLERS.build(name, shuffle=False, **common)
+    if not isinstance(sampler, EpochBatchSampler):
+        raise ConfigError(f"data.sampler.name: {name} must return a torchguide EpochBatchSampler")
+    if len(sampler) == 0:
+        raise DataError(f"no batches: {len(dataset)} samples with batch_size {batch_size} and drop_last",
+                        "lower data.loader.batch_size or set drop_last: false")
+    workers = auto_workers(dataset, data.task) if loader.num_workers == "auto" else loader.num_workers
+    pin = device.type == "cuda" if loader.pin_memory == "auto" else loader.pin_memory
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=workers,
+                      pin_memory=pin, persistent_workers=workers > 0,
+                      generator=torch.Generator().manual_seed(config.seed))

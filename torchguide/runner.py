@@ -1,0 +1,186 @@
+"""What the commands do, end to end: train from a config, evaluate or predict with a checkpoint.
+
+The CLI parses and prints; these functions do the work and return plain data.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from torchguide.checkpoint import load_checkpoint
+from torchguide.config import Config, load_config
+from torchguide.data.image import open_image
+from torchguide.data.loaders import build_data, make_loader
+from torchguide.data.transforms import build_pipeline
+from torchguide.device import autocast, inference, pick_device
+from torchguide.errors import CheckpointError, ConfigError, DataError
+from torchguide.report import write_json
+from torchguide.train import build_run, evaluate, fit, model_from_checkpoint, restore, unwrap
+
+
+def new_run_dir(config: Config) -> Path:
+    """runs/<name>, or runs/<name>-2, -3 ... when it is taken: an earlier run is never overwritten."""
+    base = Path(config.output.dir) / config.name
+    path, n = base, 1
+    while path.exists() and any(path.iterdir()):
+        n += 1
+        path = base.with_name(f"{config.name}-{n}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"output.dir: cannot write to {path} ({exc.strerror or exc})",
+                          "choose a writable folder with output.dir=...") from None
+    return path
+
+
+def find_resume(config: Config, resume: str) -> Path:
+    """The checkpoint for --resume: a path, or `auto` = the newest last.pt of this config's runs."""
+    if resume != "auto":
+        return Path(resume)
+    root = Path(config.output.dir)
+    candidates = sorted(root.glob(f"{config.name}*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise CheckpointError(f"--resume auto: no {root}/{config.name}*/checkpoints/last.pt found",
+                              "train first, or give the checkpoint path")
+    return candidates[-1]
+
+
+def train_from_config(task: str, path: str | Path, overrides: list[str], *, resume: str | None = None,
+                      console: Console, quiet: bool = False) -> dict[str, Any]:
+    """Load and check the config, build the run, train, then test the best checkpoint."""
+    config = load_config(path, overrides, task=task)
+    payload, run_dir = None, None
+    if resume:
+        checkpoint = find_resume(config, resume)
+        payload = load_checkpoint(checkpoint)
+        run_dir = checkpoint.parent.parent
+    run = build_run(config, run_dir or new_run_dir(config))
+    if payload is not None:
+        for change in restore(run, payload):
+            console.print(f"[dim]resume: {change}[/]")
+        console.print(f"resuming from {checkpoint} (epoch {run.state.epoch + 1}, "
+                      f"batch {run.state.batch}, step {run.state.step})")
+    if not quiet:
+        for note in run.notes:
+            console.print(f"[dim]{note}[/]")
+        console.print(f"[dim]run directory: {run.run_dir}[/]")
+    summary = fit(run, console, quiet=quiet)
+    if config.data.test is not None:
+        best = run.run_dir / "checkpoints" / "best.pt"
+        if best.exists():
+            unwrap(run.model).load_state_dict(load_checkpoint(best)["model"])
+        test = build_data(config, ("test",), classes=run.data.classes, vocab=run.data.vocab,
+                          vocab_size=run.data.vocab_size)
+        loader = make_loader(test.splits["test"], config, test, train=False, device=run.device)
+        result = evaluate(run.model, loader, run.loss_fn, run.device, run.precision, run.output_kind,
+                          run.data.classes)
+        summary["test"] = {"loss": result["loss"], "accuracy": result["accuracy"],
+                           "macro_f1": result["macro_f1"], "samples": result["samples"]}
+        write_json(run.run_dir / "summary.json", summary)
+    return summary
+
+
+def eval_data(config: Config, payload: dict[str, Any], vocab: Any, split: str, data: str | None) -> Any:
+    """The dataset to evaluate: --data, or a split of the checkpoint's config."""
+    if split not in ("train", "valid", "test"):
+        raise ConfigError(f"--split {split!r}: choose train, valid or test")
+    if data is None and split == "test" and config.data.test is None:
+        raise DataError("the checkpoint's config has no test data", "pass --data PATH or --split valid")
+    if data is None and split == "valid" and config.data.valid is None:
+        raise DataError("the checkpoint's config has no validation data", "pass --data PATH")
+    needs_train = split == "train" or (split == "valid" and data is None and config.data.valid.split)
+    splits = ("train", "valid") if needs_train else (split,)
+    facts = payload["facts"]
+    bundle = build_data(config, splits, classes=payload["classes"], vocab=vocab,
+                        vocab_size=facts["vocab_size"], data_path=data)
+    return bundle, bundle.splits[split]
+
+
+def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str = "test",
+                        predictions: Path | None = None, batch_size: int | None = None) -> dict[str, Any]:
+    """Metrics of a checkpoint on data, optionally writing per-sample predictions to a CSV."""
+    payload = load_checkpoint(path)
+    config, model, vocab = model_from_checkpoint(payload)
+    if batch_size:
+        config.data.loader.eval_batch_size = batch_size
+    device, _ = pick_device("auto")
+    bundle, dataset = eval_data(config, payload, vocab, split, data)
+    loader = make_loader(dataset, config, bundle, train=False, device=device)
+    from torchguide.losses import build_loss, loss_meta
+
+    loss_fn = build_loss(config.loss.name, **config.loss.kwargs).to(device)
+    output_kind, _ = loss_meta(config.loss.name)
+    result = evaluate(model.to(device), loader, loss_fn, device, "fp32", output_kind, payload["classes"],
+                      keep_outputs=predictions is not None)
+    result.update(checkpoint=str(path), data=data or f"{split} split")
+    if predictions is not None:
+        write_predictions(predictions, dataset, result, payload["classes"])
+        result["predictions"] = str(predictions)
+        result.pop("probs")
+        result.pop("indices")
+    return result
+
+
+def write_predictions(path: Path, dataset: Any, result: dict[str, Any], classes: list[str]) -> None:
+    probs, indices = result["probs"], result["indices"]
+    confidence, pred = probs.max(dim=1)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["input", "true", "predicted", "confidence"])
+            for row, i in enumerate(indices):
+                writer.writerow([sample_name(dataset, i), classes[dataset.targets[i]],
+                                 classes[int(pred[row])], f"{float(confidence[row]):.4f}"])
+    except OSError as exc:
+        raise DataError(f"cannot write predictions to {path}: {exc.strerror or exc}") from None
+
+
+def sample_name(dataset: Any, i: int) -> str:
+    if hasattr(dataset, "samples"):
+        return dataset.samples[i][0]
+    if dataset.texts is not None:
+        return dataset.texts[i]
+    return " ".join(map(str, dataset.ids[i].tolist()))
+
+
+def predict(path: str | Path, items: list[str], top_k: int = 3) -> list[dict[str, Any]]:
+    """Top-k classes with probabilities for image files or texts."""
+    if not items:
+        raise DataError("nothing to predict", "give image files or texts, or --file FILE")
+    payload = load_checkpoint(path)
+    config, model, vocab = model_from_checkpoint(payload)
+    classes = payload["classes"]
+    if payload["task"] == "image":
+        mode = "L" if payload["facts"]["in_channels"] == 1 else "RGB"
+        transform = build_pipeline(config.data.transforms.eval)
+        for item in items:
+            if not Path(item).is_file():
+                raise DataError(f"image {item} does not exist", "give paths of image files")
+        inputs = (torch.stack([transform(open_image(item, mode)) for item in items]),)
+    else:
+        from torchguide.data.collate import pad_to_longest
+
+        if vocab is None:
+            raise CheckpointError("this text model was trained on token ids, not texts; it cannot read text")
+        seqs = [(torch.tensor(vocab.encode(t, config.data.vocab.max_len)), 0) for t in items]
+        inputs = pad_to_longest()(seqs).inputs
+    from torchguide.losses import loss_meta
+    from torchguide.metrics import to_probs
+
+    with inference(model), autocast(torch.device("cpu"), "fp32"):
+        probs = to_probs(model(*inputs), loss_meta(config.loss.name)[0])
+    k = min(top_k, len(classes))
+    values, indices = probs.topk(k, dim=1)
+    return [{"input": item, "top": [{"class": classes[int(j)], "probability": float(v)}
+                                    for v, j in zip(values[row], indices[row], strict=True)]}
+            for row, item in enumerate(items)]
+

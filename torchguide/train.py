@@ -1,0 +1,465 @@
+"""The training loop: `fit` runs epochs of `train_one_epoch` and `evaluate`.
+
+It is the guide's loop, read top to bottom in `train_one_epoch`: train mode, move the
+batch to the device, forward, loss, backward, (clip), step, zero the gradients. The
+features hang off it as plain code: autocast precision, gradient accumulation and
+clipping, schedulers, early stopping, checkpoints, metrics and progress. Metrics stay
+on the device and are read only when the progress bar redraws, so the loop never
+waits on the GPU at every step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from torchguide.checkpoint import restore_rng, rng_state, save_checkpoint
+from torchguide.config import Config, to_yaml
+from torchguide.data.collate import Batch
+from torchguide.data.loaders import Data, build_data, make_loader, supply
+from torchguide.data.samplers import EpochBatchSampler
+from torchguide.data.text import Vocab
+from torchguide.device import autocast, inference, pick_device, pick_precision, seed_everything, set_threads
+from torchguide.errors import CheckpointError, ConfigError, RunFailed
+from torchguide.losses import build_loss, loss_meta
+from torchguide.metrics import confusion, predicted, scores
+from torchguide.optim import build_optimizer, build_scheduler, scheduler_interval
+from torchguide.registry import MODELS
+from torchguide.report import MetricsWriter, TrainProgress, plot_curves, write_json
+
+
+def resolve_target(loss_name: str, num_classes: int) -> tuple[str, int]:
+    """(target encoding, number of model outputs) for a loss and a class count."""
+    _, target = loss_meta(loss_name)
+    if target in ("binary", "binary_signed"):
+        if num_classes == 2:
+            return target, 1
+        if target == "binary_signed":
+            raise ConfigError(f"loss.name: {loss_name} is for two classes, the data has {num_classes}")
+        return "onehot", num_classes  # one independent logit per class
+    return target or "index", num_classes
+
+
+def build_model(config: Config, data: Data, num_outputs: int) -> nn.Module:
+    """The configured model, with sizes from the data filled in."""
+    runtime = {"num_classes": num_outputs, "in_channels": data.in_channels, "in_features": data.in_features,
+               "vocab_size": data.vocab_size, "pad_index": 0}
+    runtime = {k: v for k, v in supply(MODELS, config.model.name, runtime).items() if v is not None}
+    return MODELS.build(config.model.name, **config.model.kwargs, **runtime)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DataParallel / DistributedDataParallel wrapper."""
+    return model.module if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel) else model
+
+
+@dataclass
+class TrainState:
+    """Where a run is; saved in every checkpoint so a run continues where it stopped."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    batch: int = 0  # batches of that epoch already done
+    step: int = 0  # optimizer steps so far
+    best: float | None = None
+    best_epoch: int = -1
+    bad_epochs: int = 0  # epochs without improvement, for early stopping
+    history: list[dict[str, Any]] = field(default_factory=list)
+    meter: dict[str, Any] = field(default_factory=dict)  # the epoch's sums so far
+
+
+class Meter:
+    """Running loss / accuracy sums of an epoch, kept on the device (no sync per step)."""
+
+    def __init__(self, device: torch.device, state: dict[str, Any] | None = None) -> None:
+        state = state or {}
+        self.loss = torch.tensor(state.get("loss", 0.0), dtype=torch.float64, device=device)
+        self.correct = torch.tensor(state.get("correct", 0), dtype=torch.long, device=device)
+        self.count = state.get("count", 0)
+        self.tokens = state.get("tokens", 0)
+        self.padded = state.get("padded", 0)
+
+    def add(self, loss: torch.Tensor, output: torch.Tensor, batch: Batch, output_kind: str | None,
+            lengths: torch.Tensor | None) -> None:
+        n = batch.labels.shape[0]
+        self.loss += loss.detach().double() * n
+        self.correct += (predicted(output.detach(), output_kind) == batch.labels).sum()
+        self.count += n
+        if lengths is not None:  # lengths live on the CPU: no sync
+            self.tokens += int(lengths.sum())
+            self.padded += int(lengths.max()) * n
+
+    def values(self) -> dict[str, float]:
+        count = max(self.count, 1)
+        return {"loss": float(self.loss) / count, "acc": float(self.correct) / count,
+                "padding": 1 - self.tokens / self.padded if self.padded else None}
+
+    def state(self) -> dict[str, Any]:
+        return {"loss": float(self.loss), "correct": int(self.correct), "count": self.count,
+                "tokens": self.tokens, "padded": self.padded}
+
+
+@dataclass
+class Run:
+    """Everything `fit` needs, built from a config by `build_run`."""
+
+    config: Config
+    data: Data
+    model: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    device: torch.device
+    precision: str
+    train_loader: Any
+    valid_loader: Any | None
+    target: str
+    output_kind: str | None
+    run_dir: Path | None = None
+    state: TrainState = field(default_factory=TrainState)
+    notes: list[str] = field(default_factory=list)
+    scaler: Any = None
+
+    @property
+    def interval(self) -> str:
+        return scheduler_interval(self.config.scheduler.name)
+
+
+def build_run(config: Config, run_dir: Path | None = None) -> Run:
+    """Build data, model, loss, optimizer and scheduler for a config; nothing runs yet."""
+    device, device_why = pick_device(config.train.device)
+    precision, precision_why = pick_precision(config.train.precision, device)
+    seed_everything(config.seed)
+    data = build_data(config, ("train", "valid"))
+    target, num_outputs = resolve_target(config.loss.name, data.num_classes)
+    output_kind, _ = loss_meta(config.loss.name)
+    model = build_model(config, data, num_outputs).to(device)
+    train_loader = make_loader(data.splits["train"], config, data, train=True, device=device)
+    valid = data.splits.get("valid")
+    valid_loader = make_loader(valid, config, data, train=False, device=device) if valid else None
+    threads = set_threads(config.train.threads, train_loader.num_workers)
+    loss_fn = build_loss(config.loss.name, **config.loss.kwargs).to(device)
+    optimizer = build_optimizer(config.optimizer.name, model.parameters(), **config.optimizer.kwargs)
+    steps_per_epoch = math.ceil(len(train_loader) / config.train.accumulate)
+    total_steps = min(steps_per_epoch * config.train.epochs, config.train.max_steps or 1 << 62)
+    scheduler = build_scheduler(config.scheduler.name, optimizer, total_steps, config.train.epochs,
+                                **config.scheduler.kwargs)
+    notes = [f"device: {device} ({device_why})", f"precision: {precision} ({precision_why})",
+             f"threads: {threads} compute + {train_loader.num_workers} loader worker(s)"]
+    if config.train.strategy == "dp" and device.type == "cuda" and torch.cuda.device_count() > 1:
+        model = nn.DataParallel(model)
+        notes.append(f"strategy: DataParallel over {torch.cuda.device_count()} GPUs "
+                     "(DistributedDataParallel is faster: train.strategy=ddp)")
+    run = Run(config, data, model, loss_fn, optimizer, scheduler, device, precision, train_loader,
+              valid_loader, target, output_kind, run_dir, notes=notes)
+    run.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    return run
+
+
+# ------------------------------------------------------------------ the loop
+
+def train_one_epoch(run: Run, progress: TrainProgress) -> dict[str, float]:
+    """One pass over the training data; returns the epoch's train loss and accuracy."""
+    cfg, model, optimizer, state = run.config.train, run.model, run.optimizer, run.state
+    sampler: EpochBatchSampler = run.train_loader.batch_sampler
+    sampler.set_epoch(state.epoch, start=state.batch)
+    meter = Meter(run.device, state.meter)
+    progress.start_epoch(state.epoch, len(sampler) + state.batch, state.batch)
+    progress.unit = "tokens" if run.data.task == "text" else "images"
+    non_blocking = run.train_loader.pin_memory
+    last_batch = len(sampler.batches())
+    model.train()
+    started, seen, tokens = time.perf_counter(), 0, 0
+    for batch in run.train_loader:
+        lengths = batch.lengths
+        batch = batch.to(run.device, non_blocking=non_blocking)  # move the batch to the device
+        with autocast(run.device, run.precision):
+            output = model(*batch.inputs)  # forward
+            loss = run.loss_fn(output, batch.target)  # loss
+        state.batch += 1
+        if not check_finite(run, loss):
+            continue
+        run.scaler.scale(loss / cfg.accumulate).backward()  # backward: gradients add up over micro-batches
+        meter.add(loss, output, batch, run.output_kind, lengths)
+        seen += batch.labels.shape[0]
+        tokens += int(lengths.sum()) if lengths is not None else 0
+        if state.batch % cfg.accumulate == 0 or state.batch == last_batch:
+            optimizer_step(run)
+            after_step(run, meter)
+        if progress.due():
+            values = meter.values()
+            check_values(run, values["loss"])
+            elapsed = time.perf_counter() - started
+            progress.update(state.batch, {**values, "rate": (tokens or seen) / elapsed})
+        if cfg.max_steps and state.step >= cfg.max_steps:
+            break
+    state.meter = meter.state()
+    values = meter.values()
+    check_values(run, values["loss"])
+    return {"train_loss": values["loss"], "train_acc": values["acc"], "padding": values["padding"],
+            "samples_per_s": seen / max(time.perf_counter() - started, 1e-9)}
+
+
+def optimizer_step(run: Run) -> None:
+    """Clip, step, zero the gradients, and step a per-batch scheduler."""
+    if run.config.train.grad_clip:
+        run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the scaled ones
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.config.train.grad_clip)
+    run.scaler.step(run.optimizer)  # step
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)  # zero the gradients for the next batch
+    run.state.step += 1
+    if run.scheduler is not None and run.interval == "step":
+        run.scheduler.step()
+
+
+def check_finite(run: Run, loss: torch.Tensor) -> bool:
+    """With on_nan=skip (or on the CPU, where it costs nothing) look at every loss."""
+    if run.config.train.on_nan != "skip" and run.device.type != "cpu":
+        return True
+    if torch.isfinite(loss):
+        return True
+    if run.config.train.on_nan == "skip":
+        run.optimizer.zero_grad(set_to_none=True)
+        return False
+    raise diverged(run, f"batch {run.state.batch} of epoch {run.state.epoch + 1}")
+
+
+def check_values(run: Run, loss: float) -> None:
+    if not math.isfinite(loss):
+        raise diverged(run, f"epoch {run.state.epoch + 1} (by batch {run.state.batch})")
+
+
+def diverged(run: Run, where: str) -> RunFailed:
+    lr = run.optimizer.param_groups[0]["lr"]
+    return RunFailed(f"the loss became NaN/inf at step {run.state.step}, {where}",
+                     f"lower optimizer.lr (now {lr:g}), set train.grad_clip, or use precision fp32; "
+                     "the last good checkpoint is kept")
+
+
+def after_step(run: Run, meter: Meter) -> None:
+    """Per-step bookkeeping: a metrics row every `log_every` steps, a checkpoint every N steps."""
+    cfg, state = run.config.train, run.state
+    if state.step % cfg.log_every == 0:
+        log_step(run, meter)
+    every = cfg.checkpoint_every
+    if run.run_dir and every != "epoch" and every.steps and state.step % every.steps == 0:
+        state.meter = meter.state()
+        save_run_checkpoint(run, "last.pt")
+
+
+def log_step(run: Run, meter: Meter) -> None:
+    run.state.history.append({"kind": "step", "epoch": run.state.epoch + 1, "step": run.state.step,
+                              "train_loss": meter.values()["loss"],
+                              "lr": run.optimizer.param_groups[0]["lr"]})
+
+
+def evaluate(model: nn.Module, loader: Any, loss_fn: nn.Module, device: torch.device, precision: str,
+             output_kind: str | None, classes: list[str], keep_outputs: bool = False) -> dict[str, Any]:
+    """Loss, accuracy, per-class scores and the confusion matrix over a whole loader.
+
+    With `keep_outputs`, also returns `probs` (N, C) and `indices` (dataset order of rows).
+    """
+    matrix = torch.zeros(len(classes), len(classes), dtype=torch.long, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    outputs, count = [], 0
+    with inference(model):
+        for batch in loader:
+            batch = batch.to(device, non_blocking=loader.pin_memory)
+            with autocast(device, precision):
+                output = model(*batch.inputs)
+                loss = loss_fn(output, batch.target)
+            n = batch.labels.shape[0]
+            loss_sum += loss.double() * n
+            count += n
+            matrix += confusion(batch.labels, predicted(output, output_kind), len(classes))
+            if keep_outputs:
+                outputs.append(output.float().cpu())
+    result = {"loss": float(loss_sum) / max(count, 1), **scores(matrix.cpu(), classes)}
+    if keep_outputs:
+        from torchguide.metrics import to_probs
+
+        result["probs"] = to_probs(torch.cat(outputs), output_kind) if outputs else torch.empty(0)
+        result["indices"] = [i for b in loader.batch_sampler.batches() for i in b]
+    return result
+
+
+def monitor_value(run: Run, row: dict[str, Any]) -> tuple[float | None, bool]:
+    """The monitored metric of an epoch row and whether larger is better."""
+    key = run.config.train.monitor
+    if row.get(key) is None:
+        key = "train_acc" if key.endswith("acc") else "train_loss"
+    return row.get(key), key.endswith("acc")
+
+
+def end_of_epoch(run: Run, row: dict[str, Any]) -> bool:
+    """Track the best epoch; returns True when early stopping says stop."""
+    state, early = run.state, run.config.train.early_stopping
+    value, larger = monitor_value(run, row)
+    min_delta = early.min_delta if early else 0.0
+    better = state.best is None or (value > state.best + min_delta if larger else value < state.best - min_delta)
+    if better:
+        state.best, state.best_epoch, state.bad_epochs = value, row["epoch"], 0
+    else:
+        state.bad_epochs += 1
+    return bool(early and state.bad_epochs >= early.patience)
+
+
+def fit(run: Run, console: Console, quiet: bool = False) -> dict[str, Any]:
+    """Train for the configured epochs (or steps); returns the run's summary.
+
+    Writes the run directory as it goes when `run.run_dir` is set: config.yaml,
+    metrics.jsonl/csv, checkpoints/last.pt and best.pt, curves.png and summary.json.
+    """
+    cfg, state = run.config.train, run.state
+    writer = MetricsWriter(run.run_dir) if run.run_dir else None
+    if writer:
+        (run.run_dir / "config.yaml").write_text(to_yaml(run.config))
+        writer.rewrite(state.history)
+    unit = "tokens" if run.data.task == "text" else "images"
+    started, stopped_early = time.perf_counter(), False
+    with TrainProgress(console, cfg.epochs, unit=unit, quiet=quiet) as progress:
+        while state.epoch < cfg.epochs:
+            epoch_started = time.perf_counter()
+            train = train_one_epoch(run, progress)
+            row = {"kind": "epoch", "epoch": state.epoch + 1, "step": state.step, **train,
+                   "valid_loss": None, "valid_acc": None, "lr": run.optimizer.param_groups[0]["lr"]}
+            if run.valid_loader is not None:
+                valid = evaluate(run.model, run.valid_loader, run.loss_fn, run.device, run.precision,
+                                 run.output_kind, run.data.classes)
+                row.update(valid_loss=valid["loss"], valid_acc=valid["accuracy"])
+            row["time_s"] = time.perf_counter() - epoch_started
+            if run.scheduler is not None and run.interval == "epoch":
+                step_epoch_scheduler(run, row)
+            stop = end_of_epoch(run, row)
+            state.history.append(row)
+            state.epoch, state.batch, state.meter = state.epoch + 1, 0, {}
+            if writer:
+                writer.rewrite(state.history)
+                save_run_checkpoint(run, "last.pt")
+                if state.best_epoch == row["epoch"]:
+                    save_run_checkpoint(run, "best.pt")
+            progress.end_epoch(row)
+            if stop:
+                stopped_early = True
+                break
+            if cfg.max_steps and state.step >= cfg.max_steps:
+                break
+    summary = make_summary(run, time.perf_counter() - started, stopped_early, unit)
+    if run.run_dir:
+        plot_curves(state.history, run.run_dir / "curves.png")
+        write_json(run.run_dir / "summary.json", summary)
+    return summary
+
+
+def step_epoch_scheduler(run: Run, row: dict[str, Any]) -> None:
+    if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        value, _ = monitor_value(run, row)
+        run.scheduler.step(value)
+    else:
+        run.scheduler.step()
+
+
+def make_summary(run: Run, seconds: float, stopped_early: bool, unit: str) -> dict[str, Any]:
+    epochs = [r for r in run.state.history if r.get("kind") == "epoch"]
+    last = epochs[-1] if epochs else {}
+    return {
+        "name": run.config.name, "run_dir": str(run.run_dir) if run.run_dir else None,
+        "epochs": len(epochs), "steps": run.state.step, "seconds": round(seconds, 2),
+        "device": str(run.device), "precision": run.precision,
+        "best_epoch": run.state.best_epoch, "best": run.state.best, "monitor": run.config.train.monitor,
+        "stopped_early": stopped_early,
+        "final": {k: last.get(k) for k in ("train_loss", "train_acc", "valid_loss", "valid_acc")},
+        "samples_per_s": last.get("samples_per_s"), "unit": unit,
+    }
+
+
+# ------------------------------------------------------------------ checkpoints
+
+def checkpoint_payload(run: Run) -> dict[str, Any]:
+    """What eval, predict and resume need: weights, states, config, classes, vocabulary."""
+    data = run.data
+    return {
+        "task": data.task,
+        "config": run.config.model_dump(mode="json"),
+        "classes": data.classes,
+        "vocab": data.vocab.itos if data.vocab else None,
+        "facts": {"vocab_size": data.vocab_size, "in_channels": data.in_channels,
+                  "in_features": data.in_features},
+        "model": unwrap(run.model).state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+        "scaler": run.scaler.state_dict(),
+        "state": asdict(run.state),
+        "rng": rng_state(),
+        "versions": {"torch": str(torch.__version__)},
+    }
+
+
+def save_run_checkpoint(run: Run, name: str) -> Path:
+    return save_checkpoint(run.run_dir / "checkpoints" / name, checkpoint_payload(run))
+
+
+MUST_MATCH = ("model", "data", "loss", "seed", "task")
+
+
+def restore(run: Run, payload: dict[str, Any]) -> list[str]:
+    """Continue `run` from a checkpoint payload: weights, optimizer, scheduler, RNG, position.
+
+    Returns the config changes that are allowed on resume (epochs, lr, logging, ...);
+    a change to the model, data, loss or seed is a CheckpointError naming the field.
+    """
+    saved = payload["config"]
+    now = run.config.model_dump(mode="json")
+    for key in MUST_MATCH:
+        if saved.get(key) != now.get(key):
+            field = first_difference(saved.get(key), now.get(key), key)
+            raise CheckpointError(f"cannot resume: {field} differs from the checkpoint's config",
+                                  "resume with the same value, or start a new run without --resume")
+    changes = [f"{first_difference(saved[k], now[k], k)} changed" for k in now
+               if k not in MUST_MATCH and saved.get(k) != now[k]]
+    if payload["classes"] != run.data.classes:
+        raise CheckpointError("cannot resume: the data's classes differ from the checkpoint's")
+    try:
+        unwrap(run.model).load_state_dict(payload["model"])
+        run.optimizer.load_state_dict(payload["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"cannot resume: the checkpoint does not fit this model ({exc})") from None
+    if run.scheduler is not None and payload.get("scheduler") is not None:
+        run.scheduler.load_state_dict(payload["scheduler"])
+    run.scaler.load_state_dict(payload["scaler"])
+    run.state = TrainState(**payload["state"])
+    restore_rng(payload["rng"])
+    return changes
+
+
+def first_difference(a: Any, b: Any, path: str) -> str:
+    """The dotted path of the first place two config values differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            if a.get(key) != b.get(key):
+                return first_difference(a.get(key), b.get(key), f"{path}.{key}")
+    return f"{path} ({a!r} -> {b!r})" if not isinstance(a, dict | list) else path
+
+
+def model_from_checkpoint(payload: dict[str, Any]) -> tuple[Config, nn.Module, Vocab | None]:
+    """Rebuild the trained model of a checkpoint (on the CPU) with its config and vocabulary."""
+    config = Config.model_validate(payload["config"])
+    facts = payload["facts"]
+    data = Data(payload["task"], payload["classes"], vocab_size=facts["vocab_size"],
+                in_channels=facts["in_channels"], in_features=facts["in_features"])
+    _, num_outputs = resolve_target(config.loss.name, len(payload["classes"]))
+    model = build_model(config, data, num_outputs)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"the checkpoint's weights do not fit its model: {exc}") from None
+    vocab = Vocab(payload["vocab"]) if payload.get("vocab") else None
+    return config, model, vocab
+
