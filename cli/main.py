@@ -36,7 +36,7 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the Python traceba
 
 
 def make_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class ConsoleHandler(logging.Handler):
@@ -109,8 +109,7 @@ def main(
 
 def parse_kwargs(pairs: list[str]) -> dict[str, Any]:
     """`k=v` words into kwargs, values parsed as YAML."""
-    import yaml
-
+    from torchguide.config import parse_value
     from torchguide.errors import ConfigError
 
     out = {}
@@ -118,10 +117,7 @@ def parse_kwargs(pairs: list[str]) -> dict[str, Any]:
         if "=" not in pair:
             raise ConfigError(f"argument {pair!r}: write name=value, e.g. out_channels=64")
         key, raw = pair.split("=", 1)
-        try:
-            out[key] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            out[key] = raw
+        out[key] = parse_value(raw)
     return out
 
 

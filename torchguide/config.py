@@ -7,7 +7,7 @@ each with its path (`optimizer.lr: ...`):
 2. components: each `{name: ..., **kwargs}` section is looked up in its registry and
    its kwargs are checked against the builder's signature, before anything is built.
 
-Configs are read with `yaml.safe_load`; the only way a config runs code is `imports:`,
+Configs are read with a `yaml.SafeLoader` (no Python objects); the only way a config runs code is `imports:`,
 which imports the named modules or files so their decorators register components.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -161,15 +162,37 @@ class Config(BaseModel):
 
 # ---------------------------------------------------------------- loading
 
+
+class YamlLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that also reads `3e-4` as a float (YAML 1.2), not as a string."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value parsed as YAML (`3e-4` -> 0.0003, `[1, 2]` -> list); bad YAML stays text."""
+    try:
+        return yaml.load(text, Loader=YamlLoader) if text.strip() else None
+    except yaml.YAMLError:
+        return text
+
+DEFAULT_COMPONENTS = {"loss": {"name": "cross_entropy"}, "optimizer": {"name": "adam", "lr": 1e-3},
+                      "scheduler": {"name": "none"}}
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with `yaml.safe_load`; any problem is a one-line ConfigError."""
+    """Read a YAML mapping with the safe loader; any problem is a one-line ConfigError."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist: check the path")
     if path.is_dir():
         raise ConfigError(f"{path} is a directory: give a .yaml file, e.g. configs/image/digits.yaml")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=YamlLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -191,11 +214,7 @@ def parse_override(text: str) -> tuple[list[str], Any, bool]:
         key, value, delete = text[1:], None, True
     elif "=" in text:
         key, raw = text.split("=", 1)
-        delete = False
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
+        delete, value = False, parse_value(raw)
     else:
         raise ConfigError(f"override {text!r}: write key=value (e.g. optimizer.lr=3e-4) or ~key to remove")
     parts = key.strip().split(".")
@@ -298,21 +317,28 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *,
     source = str(path) if path else None
     if raw is None:
         raw = read_yaml(path)
+    for key, section in DEFAULT_COMPONENTS.items():  # so `optimizer.lr=...` works on a config without one
+        raw.setdefault(key, dict(section))
     raw = apply_overrides(raw, list(overrides))
     raw.setdefault("name", Path(path).stem if path else "run")
+    problems: list[str] = []
+    config = None
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation(exc), source=source) from None
-    problems = import_user_code(config.imports, Path(path).parent if path else None)
-    if task and config.task and config.task != task:
-        problems.append(f"task: this is a {config.task} config; run it with `guide train-{config.task}`")
-    if task and not config.task:
-        config.task = task
-    if not problems:
-        problems = check_components(config)
+        problems += format_validation(exc)
+    imports = raw.get("imports") or []
+    import_problems = import_user_code(imports, Path(path).parent if path else None) \
+        if isinstance(imports, list) and all(isinstance(i, str) for i in imports) else []
+    problems += import_problems
+    if not import_problems:
+        problems += [p for p in check_components(raw) if p not in problems]
+    if task and raw.get("task") not in (None, task):
+        problems.append(f"task: this is a {raw['task']} config; run it with `guide train-{raw['task']}`")
     if problems:
         raise ConfigError(problems, source=source)
+    if task and not config.task:
+        config.task = task
     return config
 
 
@@ -353,43 +379,60 @@ def section_fields(loc: list[str]) -> list[str]:
 MODEL_SUPPLIED = {"num_classes", "in_channels", "in_features", "vocab_size", "pad_index"}
 COLLATE_SUPPLIED = {"target", "num_classes", "pad_index", "max_len"}
 SAMPLER_SUPPLIED = {"lengths", "batch_size", "drop_last", "seed", "rank", "world_size", "shuffle"}
-DATASET_SUPPLIED = {"transform", "mode_hint"}
 SCHEDULER_FILLED = {"total_steps", "max_lr", "T_max", "total_iters"}
 
 
-def check_components(config: Config) -> list[str]:
-    """Look up every named component and check its kwargs against its signature."""
-    data = config.data
-    sections: list[tuple[str, Registry, Any, set[str], set[str]]] = [
-        ("data.train", DATASETS, data.train, DATASET_SUPPLIED, set()),
-        ("data.collate", COLLATES, data.collate, COLLATE_SUPPLIED, set()),
-        ("data.sampler", SAMPLERS, data.sampler, SAMPLER_SUPPLIED, set()),
-        ("model", MODELS, config.model, MODEL_SUPPLIED, set()),
-        ("loss", LOSSES, config.loss, loss_supplied(config.loss.name), set()),
-        ("optimizer", OPTIMIZERS, config.optimizer, {"params"}, set()),
-        ("scheduler", SCHEDULERS, config.scheduler, {"optimizer"}, SCHEDULER_FILLED),
-    ]
-    if data.valid is not None and data.valid.name is not None:
-        sections.append(("data.valid", DATASETS, data.valid, DATASET_SUPPLIED, set()))
-    if data.test is not None:
-        sections.append(("data.test", DATASETS, data.test, DATASET_SUPPLIED, set()))
+COMPONENT_SECTIONS: list[tuple[str, Registry, set[str], set[str]]] = [
+    # path, registry, names the code supplies (refused in YAML), names it fills when absent
+    ("data.train", DATASETS, set(), set()),
+    ("data.valid", DATASETS, set(), set()),
+    ("data.test", DATASETS, set(), set()),
+    ("data.collate", COLLATES, COLLATE_SUPPLIED, set()),
+    ("data.sampler", SAMPLERS, SAMPLER_SUPPLIED, set()),
+    ("model", MODELS, MODEL_SUPPLIED, set()),
+    ("loss", LOSSES, set(), set()),
+    ("optimizer", OPTIMIZERS, {"params"}, set()),
+    ("scheduler", SCHEDULERS, {"optimizer"}, SCHEDULER_FILLED),
+]
+
+
+def section_at(raw: dict[str, Any], path: str) -> Any:
+    node: Any = raw
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def check_components(raw: dict[str, Any]) -> list[str]:
+    """Look up every named component of a raw config and check its kwargs against its signature.
+
+    Works on the raw mapping, so these problems are reported together with structural ones.
+    """
+    found = [(path, registry, section_at(raw, path), supplied, filled)
+             for path, registry, supplied, filled in COMPONENT_SECTIONS]
+    transforms = section_at(raw, "data.transforms")
     for stage in ("train", "eval"):
-        for i, item in enumerate(getattr(data.transforms, stage) or []):
-            comp = Component(name=item) if isinstance(item, str) else item
-            sections.append((f"data.transforms.{stage}[{i}]", TRANSFORMS, comp, set(), set()))
+        items = transforms.get(stage) if isinstance(transforms, dict) else None
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            found.append((f"data.transforms.{stage}.{i}", TRANSFORMS,
+                          {"name": item} if isinstance(item, str) else item, set(), set()))
     problems = []
-    for path, registry, comp, supplied, filled in sections:
-        if comp.name not in registry:
-            problems.append(f"{path}.name: {registry.unknown(comp.name)}")
+    for path, registry, section, supplied, filled in found:
+        if not isinstance(section, dict) or not isinstance(section.get("name"), str):
             continue
-        sig_problems = registry.check_kwargs(comp.name, comp.kwargs, supplied | filled)
-        for p in sig_problems:
-            key = p.split(":", 1)[0]
-            if key in filled and "set by guide" in p:
-                continue
-            problems.append(f"{path}.{p}")
-    if config.loss.name in LOSSES and LOSSES.entry(config.loss.name).meta.get("target", "x") is None:
-        problems.append(f"loss.name: {LOSSES.entry(config.loss.name).name} does not train a classifier; "
+        name = section["name"]
+        if name not in registry:
+            problems.append(f"{path}.name: {registry.unknown(name)}")
+            continue
+        kwargs = {k: v for k, v in section.items() if k != "name"}
+        if path == "loss":
+            supplied = loss_supplied(name)
+        for p in registry.check_kwargs(name, kwargs, supplied | filled):
+            if not (p.split(":", 1)[0] in filled and "set by guide" in p):
+                problems.append(f"{path}.{p}")
+    loss = section_at(raw, "loss.name")
+    if isinstance(loss, str) and loss in LOSSES and LOSSES.entry(loss).meta.get("target", "x") is None:
+        problems.append(f"loss.name: {LOSSES.entry(loss).name} does not train a classifier; "
                         "use cross_entropy, nll, bce_with_logits, kl_div, mse, ...")
     return problems
 

@@ -18,8 +18,14 @@ NOT_LAYERS = {"Module", "Sequential", "ModuleList", "ModuleDict", "ParameterList
               "ParameterDict", "Container"}
 
 
+ACRONYMS = {"PReLU": "Prelu", "RReLU": "Rrelu", "ReLU": "Relu", "SiLU": "Silu", "GELU": "Gelu",
+            "CELU": "Celu", "SELU": "Selu", "GLU": "Glu", "LPPool": "LpPool"}
+
+
 def snake_case(name: str) -> str:
-    """`MaxPool2d` -> `max_pool2d`, `LSTM` -> `lstm`, `NLLLoss` -> `nll_loss`."""
+    """`MaxPool2d` -> `max_pool2d`, `LSTM` -> `lstm`, `LeakyReLU` -> `leaky_relu`, `NLLLoss` -> `nll_loss`."""
+    for acronym, word in ACRONYMS.items():
+        name = name.replace(acronym, word)
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 

@@ -68,11 +68,31 @@ TENSOR_ARGS = ("weight", "pos_weight")
 
 
 def build_loss(name: str, **kwargs: object) -> nn.Module:
-    """Build loss `name`; list values of `weight`/`pos_weight` become float tensors."""
+    """Build loss `name`; list values of `weight`/`pos_weight` become float tensors.
+
+    kl_div defaults to `reduction: batchmean`, the one that matches the KL definition
+    (torch's default 'mean' also divides by the number of classes).
+    """
+    if LOSSES.entry(name).name == "kl_div":
+        kwargs.setdefault("reduction", "batchmean")
     for key in TENSOR_ARGS:
         if isinstance(kwargs.get(key), list):
             kwargs[key] = torch.tensor(kwargs[key], dtype=torch.float32)
+    loss = LOSSES.get(name)
+    if not isinstance(loss, type):  # a loss written as a function of (output, target)
+        return FunctionLoss(loss, kwargs)
     return LOSSES.build(name, **kwargs)
+
+
+class FunctionLoss(nn.Module):
+    """A loss function `f(output, target, **kwargs)` as a module."""
+
+    def __init__(self, fn: object, kwargs: dict[str, object]) -> None:
+        super().__init__()
+        self.fn, self.kwargs = fn, kwargs
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.fn(output, target, **self.kwargs)
 
 
 def loss_meta(name: str) -> tuple[str | None, str | None]:

@@ -41,6 +41,7 @@ class Registry:
 
     def __init__(self, kind: str, modules: Iterable[str] = ()) -> None:
         self.kind = kind
+        self.item = kind[:-2] if kind.endswith("sses") else kind.removesuffix("s")  # losses -> loss
         self._modules = list(modules)
         self._loaded = False
         self._entries: dict[str, Entry] = {}  # by lower-case name
@@ -110,7 +111,7 @@ class Registry:
             listing = f"choose from {', '.join(names)}"
         else:
             listing = f"see `guide list {self.kind}` ({len(names)} names)"
-        return f"unknown {self.kind[:-1] if self.kind.endswith('s') else self.kind} {name!r}; " + (
+        return f"unknown {self.item} {name!r}; " + (
             f"{hint} " if hint else ""
         ) + listing
 
@@ -159,7 +160,7 @@ class Registry:
         except GuideError:
             raise
         except (TypeError, ValueError, RuntimeError, AssertionError) as exc:
-            raise ConfigError(f"cannot build {self.kind[:-1]} {entry.name!r}: {one_line(exc)}") from exc
+            raise ConfigError(f"cannot build {self.item} {entry.name!r}: {one_line(exc)}") from exc
 
     def describe(self, name: str) -> dict[str, str]:
         """Name, signature and one-line summary, for `guide list`."""

@@ -92,11 +92,11 @@ def format_stats(stats: dict[str, float], unit: str) -> str:
 
 
 # key, title, format, width: fixed widths so rows printed one at a time line up
-EPOCH_COLUMNS = [("epoch", "epoch", "{:d}", 5), ("train_loss", "train loss", "{:.4f}", 10),
-                 ("train_acc", "train acc", "{:.4f}", 9), ("valid_loss", "valid loss", "{:.4f}", 10),
-                 ("valid_acc", "valid acc", "{:.4f}", 9), ("lr", "lr", "{:.1e}", 7),
-                 ("padding", "pad", "{:.1%}", 6), ("samples_per_s", "samples/s", "{:,.0f}", 9),
-                 ("time_s", "time", "{:.1f}s", 6)]
+EPOCH_COLUMNS = [("epoch", "epoch", "{:d}", 6), ("train_loss", "loss", "{:.4f}", 8),
+                 ("train_acc", "acc", "{:.4f}", 7), ("valid_loss", "val loss", "{:.4f}", 9),
+                 ("valid_acc", "val acc", "{:.4f}", 8), ("lr", "lr", "{:.1e}", 8),
+                 ("padding", "pad", "{:.1%}", 6), ("samples_per_s", "samples/s", "{:,.0f}", 10),
+                 ("time_s", "time", "{:.1f}s", 7)]
 
 
 def fmt(value: Any, pattern: str) -> str:

@@ -9,6 +9,7 @@ token ids with a `Vocab` built from the training split only.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import re
@@ -128,7 +129,7 @@ def read_rows(path: Path, text: str, label: str) -> list[dict[str, str]]:
             raise DataError(f"{path}: line {exc.lineno} is not JSON") from None
     else:
         delimiter = "\t" if path.suffix in (".tsv", ".tab") else ","
-        rows = list(csv.DictReader(raw.splitlines(), delimiter=delimiter))
+        rows = list(csv.DictReader(io.StringIO(raw, newline=""), delimiter=delimiter))
     if not rows:
         raise DataError(f"{path} has a header but no rows")
     missing = [c for c in (text, label) if c not in rows[0]]

@@ -1,0 +1,54 @@
+"""Shared fixtures: small real data written once per session, and a CLI runner."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """scikit-learn's digits as an ImageFolder tree (train/ and test/)."""
+    from torchguide.data.sources import write_digits
+
+    out = tmp_path_factory.mktemp("digits")
+    write_digits(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def reviews_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small slice of the bundled reviews: 240 train, 60 valid, 60 test rows."""
+    from torchguide.data.sources import write_reviews
+
+    full = tmp_path_factory.mktemp("reviews_full")
+    write_reviews(full)
+    out = tmp_path_factory.mktemp("reviews")
+    for split, n in (("train", 240), ("valid", 60), ("test", 60)):
+        with (full / f"{split}.csv").open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        rows = rows[: n // 2] + rows[-n // 2:]  # both labels (files are sorted by label)
+        with (out / f"{split}.csv").open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["text", "label"])
+            writer.writeheader()
+            writer.writerows(rows)
+    return out
+
+
+def digits_overrides(digits_dir: Path, out: Path) -> list[str]:
+    return [f"data.train.root={digits_dir / 'train'}", f"data.test.root={digits_dir / 'test'}",
+            f"output.dir={out}"]
+
+
+def reviews_overrides(reviews_dir: Path, out: Path) -> list[str]:
+    return [f"data.{s}.path={reviews_dir / f'{s}.csv'}" for s in ("train", "valid", "test")] + [
+        f"output.dir={out}"]
+
+
+ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,93 @@
+"""The command line through Typer's runner, and the installed `guide` as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from cli.main import app
+from tests.conftest import ROOT
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_version_and_help() -> None:
+    assert invoke("--version").stdout.startswith("guide ")
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("inspect-layer", "train-image", "train-text", "eval", "predict", "list", "config", "data"):
+        assert command in result.stdout
+
+
+def test_help_does_not_import_torch() -> None:
+    code = ("import sys; from typer.testing import CliRunner; from cli.main import app; "
+            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_inspect_layer_json_and_table() -> None:
+    result = invoke("inspect-layer", "conv2d", "in_channels=3", "out_channels=64", "kernel_size=3", "stride=1",
+                    "padding=1", "--input-shape", "100,3,24,24", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["outputs"][0]["shape"] == [100, 64, 24, 24]
+    table = invoke("inspect-layer", "linear", "in_features=784", "out_features=10", "-i", "100,784")
+    assert table.exit_code == 0 and "[100, 10]" in table.stderr and table.stdout == ""
+
+
+def test_errors_are_one_line_exit_2() -> None:
+    result = invoke("inspect-layer", "conv2d", "in_channels=3", "out_channels=4", "kernel_size=3",
+                    "--input-shape", "100,784")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: conv2d expects (N, C=3, H, W)")
+    assert "Traceback" not in result.output
+    result = invoke("inspect-layer", "conv3x")
+    assert result.exit_code == 2 and "did you mean" in result.stderr
+
+
+def test_list_kinds_and_entries() -> None:
+    result = invoke("list", "--json")
+    counts = json.loads(result.stdout)
+    assert counts["layers"] > 100 and counts["optimizers"] > 20
+    entries = json.loads(invoke("list", "losses", "--json").stdout)
+    assert any(e["name"] == "custom_nll" for e in entries)
+    assert invoke("list", "models").exit_code == 0
+    bad = invoke("list", "modles")
+    assert bad.exit_code == 2 and "choose from models" in bad.stderr
+
+
+def test_config_show_and_validate(tmp_path: Path) -> None:
+    cfg = ROOT / "configs" / "image" / "digits.yaml"
+    shown = invoke("config", "show", "--config", str(cfg), "optimizer.lr=3e-4")
+    assert shown.exit_code == 0 and "lr: 0.0003" in shown.stdout
+    assert invoke("config", "validate", "--config", str(cfg)).exit_code == 0
+    bad = invoke("config", "validate", "--config", str(cfg), "train.epochs=0", "optimizer.name=adamm")
+    assert bad.exit_code == 2
+    assert "2 config errors" in bad.stderr and "train.epochs" in bad.stderr and "did you mean adam" in bad.stderr
+
+
+def test_training_command_reports_bad_config(tmp_path: Path) -> None:
+    result = invoke("train-image", "--config", str(tmp_path / "missing.yaml"))
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    text_cfg = ROOT / "configs" / "text" / "reviews.yaml"
+    result = invoke("train-image", "--config", str(text_cfg))
+    assert result.exit_code == 2 and "text dataset" in result.stderr
+
+
+def test_installed_guide_subprocess() -> None:
+    guide = Path(sys.executable).parent / "guide"
+    out = subprocess.run([str(guide), "inspect-layer", "linear", "in_features=784", "out_features=10",
+                          "--input-shape", "100,784", "--json"], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["outputs"][0]["shape"] == [100, 10]
+    bad = subprocess.run([str(guide), "eval", "--checkpoint", "nope.pt"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: checkpoint nope.pt does not exist")
