@@ -1,0 +1,137 @@
+"""Image datasets, the stratified split, transforms and bad data."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from torchguide.config import load_config
+from torchguide.data.image import image_csv, image_folder, image_glob
+from torchguide.data.loaders import build_data, stratified_split
+from torchguide.data.transforms import build_pipeline
+from torchguide.errors import DataError
+
+
+def make_tree(root: Path, spec: dict[str, list[tuple[str, str]]]) -> Path:
+    """spec: class -> [(file name, mode or 'text')]"""
+    for cls, files in spec.items():
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for name, mode in files:
+            path = root / cls / name
+            if mode == "text":
+                path.write_text("not an image")
+            else:
+                Image.new(mode, (6, 5), 128).save(path)
+    return root
+
+
+def test_image_folder_on_digits(digits_dir: Path) -> None:
+    ds = image_folder(str(digits_dir / "train"))
+    assert ds.classes == [str(i) for i in range(10)] and len(ds) == 1438 and ds.mode == "L"
+    image, label = ds[0]
+    assert image.size == (8, 8) and label == 0
+
+
+def test_glob_dataset_sorts_classes_and_opens_lazily(tmp_path: Path) -> None:
+    root = make_tree(tmp_path, {"zebra": [("a.png", "RGB")], "ant": [("b.png", "RGB")], "cat": [("c.png", "RGB")]})
+    ds = image_glob(str(root), pattern="*/*.png")
+    assert ds.classes == ["ant", "cat", "zebra"]
+    assert [label for _, label in ds.samples] == [0, 1, 2]
+    assert isinstance(ds.samples[0][0], str)  # paths, not decoded images
+
+
+def test_csv_dataset(tmp_path: Path) -> None:
+    make_tree(tmp_path / "img", {"a": [("1.png", "L")], "b": [("2.png", "L")]})
+    (tmp_path / "labels.csv").write_text("path,label\nimg/a/1.png,yes\nimg/b/2.png,no\n")
+    ds = image_csv(str(tmp_path / "labels.csv"))
+    assert ds.classes == ["no", "yes"] and ds.samples[0][1] == 1
+    (tmp_path / "bad.csv").write_text("file,label\nx,y\n")
+    with pytest.raises(DataError, match="no column"):
+        image_csv(str(tmp_path / "bad.csv"))
+
+
+def test_mixed_modes_are_converted(tmp_path: Path) -> None:
+    root = make_tree(tmp_path, {"a": [("1.png", "L"), ("2.png", "RGBA")], "b": [("3.png", "RGB"), ("4.png", "P")]})
+    ds = image_folder(str(root))
+    assert ds.mode == "RGB"
+    assert {ds[i][0].mode for i in range(4)} == {"RGB"}
+    assert image_folder(str(root), mode="L")[1][0].mode == "L"
+
+
+def test_unreadable_and_non_image_files_are_skipped_with_a_warning(tmp_path: Path, caplog) -> None:
+    root = make_tree(tmp_path, {"a": [("1.png", "L"), ("broken.png", "text")], "b": [("2.png", "L"),
+                                                                                   ("notes.txt", "text")]})
+    with caplog.at_level(logging.WARNING, logger="torchguide"):
+        ds = image_folder(str(root))
+    assert len(ds) == 2
+    assert "skipped 1 unreadable image file(s)" in caplog.text and "broken.png" in caplog.text
+    assert "skipped 1 non-image file(s)" in caplog.text
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({}, "no class folders"),
+    ({"a": [("1.png", "L")], "b": []}, "class folder\\(s\\) with no images in .*: b"),
+    ({"a": [("1.png", "L")]}, "only one class"),
+    ({"a": [("1.txt", "text")], "b": [("2.txt", "text")]}, "no readable images"),
+])
+def test_bad_folders(tmp_path: Path, spec: dict, message: str) -> None:
+    root = make_tree(tmp_path / "root", spec)
+    root.mkdir(exist_ok=True)
+    with pytest.raises(DataError, match=message):
+        image_folder(str(root))
+
+
+def test_missing_folder_and_corrupt_file_at_read(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        image_folder(str(tmp_path / "nope"))
+    root = make_tree(tmp_path / "r", {"a": [("1.png", "L")], "b": [("2.png", "L")]})
+    ds = image_folder(str(root))
+    Path(ds.samples[0][0]).write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)  # truncated after the check
+    with pytest.raises(DataError, match="cannot read image"):
+        ds[0]
+
+
+def test_stratified_split_is_reproducible_and_keeps_shares() -> None:
+    targets = [0] * 50 + [1] * 30 + [2] * 20
+    train, valid = stratified_split(targets, 0.1, seed=3)
+    assert stratified_split(targets, 0.1, seed=3) == (train, valid)
+    assert stratified_split(targets, 0.1, seed=4) != (train, valid)
+    assert sorted(train + valid) == list(range(100))
+    assert [sum(targets[i] == c for i in valid) for c in range(3)] == [5, 3, 2]
+
+
+def test_transforms_pipeline_completed_to_float_tensors() -> None:
+    from torchguide.config import Component
+
+    image = Image.new("RGB", (40, 30), (255, 0, 0))
+    pipeline = build_pipeline([Component(name="resize", size=[16, 16]), Component(
+        name="normalize", mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])])
+    out = pipeline(image)
+    assert out.shape == (3, 16, 16) and out.dtype == torch.float32
+    assert out[0].max() == pytest.approx(1.0) and out[1].min() == pytest.approx(-1.0)
+    names = [type(t).__name__ for t in pipeline.transforms]
+    assert names == ["ToImage", "Resize", "ToDtype", "Normalize"]
+    assert build_pipeline(["grayscale", "center_crop" if False else "to_image"])(image).shape[0] == 1
+
+
+def test_build_data_split_and_facts(digits_dir: Path, tmp_path: Path) -> None:
+    cfg = load_config(None, raw={"data": {"train": {"name": "image_folder", "root": str(digits_dir / "train")},
+                                          "valid": {"split": 0.1}}, "model": {"name": "simple_cnn"}})
+    data = build_data(cfg, ("train", "valid"))
+    assert len(data.splits["train"]) + len(data.splits["valid"]) == 1438
+    assert data.in_channels == 1 and data.in_features == 64 and data.num_classes == 10
+    train_paths = {p for p, _ in data.splits["train"].samples}
+    assert not train_paths & {p for p, _ in data.splits["valid"].samples}
+
+
+def test_eval_data_with_unknown_classes_is_refused(tmp_path: Path, digits_dir: Path) -> None:
+    root = make_tree(tmp_path, {"0": [("1.png", "L")], "cats": [("2.png", "L")]})
+    cfg = load_config(None, raw={"data": {"train": {"name": "image_folder", "root": str(root)},
+                                          "test": {"name": "image_folder", "root": str(root)}},
+                                 "model": {"name": "simple_cnn"}})
+    with pytest.raises(DataError, match="classes the model does not know: cats"):
+        build_data(cfg, ("test",), classes=[str(i) for i in range(10)])

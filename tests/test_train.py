@@ -1,0 +1,144 @@
+"""The loop: accumulation, clipping, early stopping, determinism, checkpoints, resume."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+
+from torchguide.checkpoint import load_checkpoint
+from torchguide.config import load_config
+from torchguide.errors import CheckpointError, RunFailed
+from torchguide.runner import new_run_dir
+from torchguide.train import build_run, fit, restore
+
+
+def digits_config(digits_dir: Path, out: Path, *overrides: str):
+    raw = {"name": "t", "data": {"train": {"name": "image_folder", "root": str(digits_dir / "train")},
+                                 "valid": {"split": 0.1}},
+           "model": {"name": "my_neural_net"}, "output": {"dir": str(out)}, "train": {"device": "cpu"}}
+    return load_config(None, list(overrides), raw=raw)
+
+
+def quiet() -> Console:
+    return Console(file=io.StringIO(), width=120)
+
+
+def train(config, run_dir: Path | None = None):
+    run = build_run(config, run_dir)
+    summary = fit(run, quiet())
+    return run, summary
+
+
+def weights(run) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in run.model.state_dict().items()}
+
+
+def test_accumulation_equals_a_larger_batch(digits_dir: Path, tmp_path: Path) -> None:
+    common = ("train.epochs=1", "train.max_steps=5", "optimizer.name=sgd", "optimizer.lr=0.1",
+              )
+    big, _ = train(digits_config(digits_dir, tmp_path, *common, "data.loader.batch_size=32"))
+    small, _ = train(digits_config(digits_dir, tmp_path, *common, "data.loader.batch_size=8",
+                                   "train.accumulate=4"))
+    for key, value in weights(big).items():
+        torch.testing.assert_close(weights(small)[key], value, atol=1e-5, rtol=1e-4)
+    assert small.state.step == big.state.step == 5
+
+
+def test_grad_clip_bounds_the_update(digits_dir: Path, tmp_path: Path) -> None:
+    cfg = digits_config(digits_dir, tmp_path, "train.max_steps=1", "optimizer.name=sgd", "optimizer.lr=1.0",
+                        "train.grad_clip=0.01")
+    run = build_run(cfg)
+    before = torch.cat([p.detach().flatten().clone() for p in run.model.parameters()])
+    fit(run, quiet())
+    after = torch.cat([p.detach().flatten() for p in run.model.parameters()])
+    assert (after - before).norm() == pytest.approx(0.01, rel=1e-3)  # lr 1 x clipped norm 0.01
+
+
+def test_early_stopping(digits_dir: Path, tmp_path: Path) -> None:
+    cfg = digits_config(digits_dir, tmp_path, "train.epochs=20", "optimizer.lr=1e-9", "train.monitor=valid_loss",
+                        "train.early_stopping.patience=1", "train.early_stopping.min_delta=0.1")
+    run, summary = train(cfg)
+    assert summary["stopped_early"] and summary["epochs"] == 2
+
+
+def test_same_seed_same_metrics_bit_for_bit(digits_dir: Path, tmp_path: Path) -> None:
+    a, sa = train(digits_config(digits_dir, tmp_path, "train.epochs=2", "model.name=simple_cnn"))
+    b, sb = train(digits_config(digits_dir, tmp_path, "train.epochs=2", "model.name=simple_cnn"))
+    assert sa["final"] == sb["final"]
+    assert all(torch.equal(weights(a)[k], v) for k, v in weights(b).items())
+    c, sc = train(digits_config(digits_dir, tmp_path, "train.epochs=2", "model.name=simple_cnn", "seed=1"))
+    assert sc["final"] != sa["final"]
+
+
+def test_run_directory_and_checkpoint_round_trip(digits_dir: Path, tmp_path: Path) -> None:
+    cfg = digits_config(digits_dir, tmp_path, "train.epochs=2", "train.log_every=10")
+    run_dir = new_run_dir(cfg)
+    run, summary = train(cfg, run_dir)
+    for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "curves.png", "summary.json",
+                 "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "metrics.csv").read_text().count("\n") == 3  # header + 2 epochs
+    payload = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert payload["classes"] == [str(i) for i in range(10)] and payload["state"]["epoch"] == 2
+    for key, value in payload["model"].items():
+        assert torch.equal(value, run.model.state_dict()[key])
+    assert new_run_dir(cfg).name == "t-2"  # an earlier run is never overwritten
+
+
+def test_resume_continues_to_the_same_weights(digits_dir: Path, tmp_path: Path) -> None:
+    straight, _ = train(digits_config(digits_dir, tmp_path, "train.epochs=3", "model.name=simple_cnn"))
+    cfg = digits_config(digits_dir, tmp_path / "b", "train.epochs=2", "model.name=simple_cnn")
+    run_dir = new_run_dir(cfg)
+    train(cfg, run_dir)
+    payload = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    resumed = build_run(digits_config(digits_dir, tmp_path / "b", "train.epochs=3", "model.name=simple_cnn"),
+                        run_dir)
+    changes = restore(resumed, payload)
+    assert changes == ["train.epochs (2 -> 3) changed"]
+    fit(resumed, quiet())
+    assert resumed.state.epoch == 3
+    for key, value in weights(straight).items():
+        assert torch.equal(weights(resumed)[key], value), key
+    epochs = [r["epoch"] for r in resumed.state.history if r["kind"] == "epoch"]
+    assert epochs == [1, 2, 3]
+
+
+def test_resume_refuses_a_different_model(digits_dir: Path, tmp_path: Path) -> None:
+    cfg = digits_config(digits_dir, tmp_path, "train.max_steps=1")
+    run_dir = new_run_dir(cfg)
+    train(cfg, run_dir)
+    other = build_run(digits_config(digits_dir, tmp_path, "model.hidden=12"))
+    with pytest.raises(CheckpointError, match=r"model.hidden \(None -> 12\) differs"):
+        restore(other, load_checkpoint(run_dir / "checkpoints" / "last.pt"))
+
+
+def test_divergence_stops_with_a_hint(digits_dir: Path, tmp_path: Path) -> None:
+    cfg = digits_config(digits_dir, tmp_path, "optimizer.lr=1e30", "optimizer.name=sgd")
+    with pytest.raises(RunFailed, match="NaN/inf at step") as info:
+        train(cfg)
+    assert "lower optimizer.lr (now 1e+30)" in info.value.lines()[0]
+
+
+def test_on_nan_skip_keeps_going(digits_dir: Path, tmp_path: Path) -> None:
+    cfg = digits_config(digits_dir, tmp_path, "train.max_steps=3", "train.on_nan=skip")
+    run = build_run(cfg)
+    real = run.loss_fn
+    calls = {"n": 0}
+
+    def flaky(output, target):
+        calls["n"] += 1
+        return real(output, target) * (float("nan") if calls["n"] == 2 else 1.0)
+
+    run.loss_fn = flaky
+    fit(run, quiet())
+    assert run.state.step == 3 and calls["n"] >= 4
+
+
+def test_bf16_autocast_trains_on_cpu(digits_dir: Path, tmp_path: Path) -> None:
+    run, summary = train(digits_config(digits_dir, tmp_path, "train.max_steps=3", "train.precision=bf16",
+                                       "model.name=simple_cnn"))
+    assert summary["precision"] == "bf16" and summary["steps"] == 3
