@@ -407,6 +407,7 @@ def save_run_checkpoint(run: Run, name: str) -> Path:
 
 
 MUST_MATCH = ("model", "data", "loss", "seed", "task")
+SCHEDULE_LENGTHS = ("total_steps", "T_max", "total_iters")
 
 
 def restore(run: Run, payload: dict[str, Any]) -> list[str]:
@@ -432,7 +433,13 @@ def restore(run: Run, payload: dict[str, Any]) -> list[str]:
     except (RuntimeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"cannot resume: the checkpoint does not fit this model ({exc})") from None
     if run.scheduler is not None and payload.get("scheduler") is not None:
+        # the schedule's length follows the new config (e.g. more epochs); its position is restored
+        lengths = {k: getattr(run.scheduler, k) for k in SCHEDULE_LENGTHS if hasattr(run.scheduler, k)}
         run.scheduler.load_state_dict(payload["scheduler"])
+        for key, value in lengths.items():
+            if getattr(run.scheduler, key) != value:
+                changes.append(f"scheduler {key} {getattr(run.scheduler, key)} -> {value}")
+                setattr(run.scheduler, key, value)
     run.scaler.load_state_dict(payload["scaler"])
     run.state = TrainState(**payload["state"])
     restore_rng(payload["rng"])
