@@ -26,7 +26,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from torchguide.errors import ConfigError, GuideError
 from torchguide.registry import (
-    COLLATES, DATASETS, LOSSES, MODELS, OPTIMIZERS, SAMPLERS, SCHEDULERS, TRANSFORMS, Registry, one_line,
+    COLLATES,
+    DATASETS,
+    LOSSES,
+    MODELS,
+    OPTIMIZERS,
+    SAMPLERS,
+    SCHEDULERS,
+    TRANSFORMS,
+    Registry,
+    one_line,
 )
 
 Strict = ConfigDict(extra="forbid")

@@ -166,7 +166,7 @@ def build_run(config: Config, run_dir: Path | None = None) -> Run:
 
 def train_one_epoch(run: Run, progress: TrainProgress) -> dict[str, float]:
     """One pass over the training data; returns the epoch's train loss and accuracy."""
-    cfg, model, optimizer, state = run.config.train, run.model, run.optimizer, run.state
+    cfg, model, state = run.config.train, run.model, run.state
     sampler: EpochBatchSampler = run.train_loader.batch_sampler
     sampler.set_epoch(state.epoch, start=state.batch)
     meter = Meter(run.device, state.meter)

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 

@@ -126,7 +126,7 @@ def torchvision_builder(arch: str):
             load_weights(model, weights)
         return model
 
-    build.__doc__ = f"torchvision's {arch}, randomly initialised or from a local `weights` file (nothing is downloaded)."
+    build.__doc__ = f"torchvision's {arch}, random init or weights from a local file (nothing is downloaded)."
     return build
 
 
