@@ -129,8 +129,12 @@ def flatten_outputs(out: Any, names: list[str] | None) -> list[dict[str, Any]]:
 
 
 def doc_paragraph(cls: type) -> str:
+    """The first prose paragraph of a class's docstring (some start with a signature line)."""
     doc = pyinspect.getdoc(cls) or ""
-    return " ".join(doc.strip().split("\n\n")[0].split())
+    for paragraph in doc.strip().split("\n\n"):
+        if paragraph.strip() and not paragraph.lstrip().startswith("__init__("):
+            return " ".join(paragraph.split())
+    return ""
 
 
 def inspect_layer(name: str, given: dict[str, Any] | None = None,
