@@ -2,7 +2,7 @@
 
 Both read the digits ImageFolder from disk with a DataLoader, batch 32, simple_cnn, Adam,
 fp32, and run whole epochs; the tool's side includes its progress, metrics, validation
-off and checkpoints. Runs alternate (tool, hand, tool, hand ...) and the median of each
+off and checkpoints. After one warm-up run of each, runs alternate (tool, hand, tool, hand ...) and the median of each
 is compared, so a noisy machine affects both alike.
 
     python benchmarks/image_loop.py [--repeats 3]
@@ -71,6 +71,8 @@ def measure(repeats: int = 3, epochs: int = 2) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         write_digits(Path(tmp) / "digits")
         root = Path(tmp) / "digits" / "train"
+        tool_loop(root, 1, Path(tmp) / "warmup")  # first use pays imports and registry loading
+        hand_loop(root, 1)
         tool, hand = [], []
         for i in range(repeats):
             tool.append(tool_loop(root, epochs, Path(tmp) / f"run{i}"))

@@ -320,6 +320,7 @@ def fit(run: Run, console: Console, quiet: bool = False) -> dict[str, Any]:
     cfg, state = run.config.train, run.state
     writer = MetricsWriter(run.run_dir) if run.run_dir else None
     if writer:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
         (run.run_dir / "config.yaml").write_text(to_yaml(run.config))
         writer.rewrite(state.history)
     unit = "tokens" if run.data.task == "text" else "images"
