@@ -80,7 +80,8 @@ def test_training_command_reports_bad_config(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "does not exist" in result.stderr
     text_cfg = ROOT / "configs" / "text" / "reviews.yaml"
     result = invoke("train-image", "--config", str(text_cfg))
-    assert result.exit_code == 2 and "text dataset" in result.stderr
+    assert result.exit_code == 2
+    assert "text_csv is a text dataset; run this config with `guide train-text`" in result.stderr
 
 
 def test_installed_guide_subprocess() -> None:

@@ -344,11 +344,26 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *,
         problems += [p for p in check_components(raw) if p not in problems]
     if task and raw.get("task") not in (None, task):
         problems.append(f"task: this is a {raw['task']} config; run it with `guide train-{raw['task']}`")
+    elif task:
+        problems += task_mismatches(raw, task)
     if problems:
         raise ConfigError(problems, source=source)
     if task and not config.task:
         config.task = task
     return config
+
+
+def task_mismatches(raw: dict[str, Any], task: str) -> list[str]:
+    """Components made for the other task (a text dataset under `guide train-image`, ...)."""
+    problems = []
+    for path, registry in (("data.train", DATASETS), ("model", MODELS)):
+        name = section_at(raw, f"{path}.name")
+        if isinstance(name, str) and name in registry:
+            other = registry.entry(name).meta.get("task")
+            if other and other != task:
+                problems.append(f"{path}.name: {name} is a {other} {registry.item}; "
+                                f"run this config with `guide train-{other}`")
+    return problems
 
 
 def format_validation(exc: ValidationError) -> list[str]:
