@@ -27,7 +27,7 @@ def register_torchvision_transforms() -> None:
 
 register_torchvision_transforms()
 
-CONVERTS_IMAGE = {"toimage", "topureTensor".lower(), "pilttotensor", "piltotensor", "totensor"}
+CONVERTS_IMAGE = {"toimage", "piltotensor", "totensor"}
 CONVERTS_DTYPE = {"todtype", "totensor", "convertimagedtype"}
 
 
