@@ -125,10 +125,7 @@ class Run:
     state: TrainState = field(default_factory=TrainState)
     notes: list[str] = field(default_factory=list)
     scaler: Any = None
-
-    @property
-    def interval(self) -> str:
-        return scheduler_interval(self.config.scheduler.name)
+    interval: str = "epoch"  # when the scheduler steps: after every optimizer "step" or each "epoch"
 
 
 def build_run(config: Config, run_dir: Path | None = None) -> Run:
@@ -159,6 +156,7 @@ def build_run(config: Config, run_dir: Path | None = None) -> Run:
     run = Run(config, data, model, loss_fn, optimizer, scheduler, device, precision, train_loader,
               valid_loader, target, output_kind, run_dir, notes=notes)
     run.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    run.interval = scheduler_interval(config.scheduler.name)
     return run
 
 
@@ -171,7 +169,6 @@ def train_one_epoch(run: Run, progress: TrainProgress) -> dict[str, float]:
     sampler.set_epoch(state.epoch, start=state.batch)
     meter = Meter(run.device, state.meter)
     progress.start_epoch(state.epoch, len(sampler) + state.batch, state.batch)
-    progress.unit = "tokens" if run.data.task == "text" else "images"
     non_blocking = run.train_loader.pin_memory
     last_batch = len(sampler.batches())
     model.train()
