@@ -8,8 +8,10 @@ pipe, NO_COLOR or --quiet) it prints plain lines instead of bars.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+
+from torchguide.errors import RunFailed
 
 REFRESH_S = 0.25  # bars: at most 4 redraws a second
 PLAIN_EVERY_S = 10.0  # plain lines: at most one every 10 s
@@ -128,7 +132,7 @@ class MetricsWriter:
         self.csv = run_dir / "metrics.csv"
 
     def rewrite(self, history: list[dict[str, Any]]) -> None:
-        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in history))
+        atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in history))
         self.write_csv(history)
 
     def append(self, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
@@ -140,10 +144,11 @@ class MetricsWriter:
     def write_csv(self, history: list[dict[str, Any]]) -> None:
         rows = [r for r in history if r.get("kind") == "epoch"]
         keys = list(dict.fromkeys(k for r in rows for k in r))
-        with self.csv.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(rows)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.csv, text.getvalue())
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
@@ -212,4 +217,16 @@ def confusion_table(result: dict[str, Any], max_classes: int = 20) -> Table | No
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace `path` with `text` all at once: a crash leaves the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise RunFailed(f"could not write {path}: {exc.strerror or exc}",
+                        "free disk space or fix permissions; the previous file is intact") from None

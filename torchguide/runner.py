@@ -6,6 +6,7 @@ The CLI parses and prints; these functions do the work and return plain data.
 from __future__ import annotations
 
 import csv
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from torchguide.data.image import open_image
 from torchguide.data.loaders import build_data, make_loader
 from torchguide.data.transforms import build_pipeline
 from torchguide.device import autocast, inference, pick_device
-from torchguide.errors import CheckpointError, ConfigError, DataError
+from torchguide.errors import CheckpointError, ConfigError, DataError, RunFailed
+from torchguide.interrupt import Interrupted
 from torchguide.report import write_json
 from torchguide.train import build_run, evaluate, fit, model_from_checkpoint, restore, unwrap
 
@@ -72,7 +74,14 @@ def train_from_config(task: str, path: str | Path, overrides: list[str], *, resu
         for note in run.notes:
             console.print(f"[dim]{note}[/]")
         console.print(f"[dim]run directory: {run.run_dir}[/]")
-    summary = fit(run, console, quiet=quiet)
+    try:
+        summary = fit(run, console, quiet=quiet)
+    except Interrupted as exc:
+        state = run.state
+        command = shlex.join(["guide", f"train-{task}", "--config", str(path), *overrides,
+                              "--resume", str(exc.checkpoint)])
+        raise RunFailed(f"stopped by {exc.signal_name} at epoch {state.epoch + 1}, batch {state.batch} "
+                        f"(step {state.step}); saved {exc.checkpoint}", f"continue with: {command}") from None
     if config.data.test is not None:
         best = run.run_dir / "checkpoints" / "best.pt"
         if best.exists():

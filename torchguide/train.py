@@ -11,6 +11,8 @@ waits on the GPU at every step.
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,11 +30,12 @@ from torchguide.data.samplers import EpochBatchSampler
 from torchguide.data.text import Vocab
 from torchguide.device import autocast, inference, pick_device, pick_precision, seed_everything, set_threads
 from torchguide.errors import CheckpointError, ConfigError, RunFailed
+from torchguide.interrupt import Interrupted, StopRequest
 from torchguide.losses import build_loss, loss_meta
 from torchguide.metrics import confusion, predicted, scores
 from torchguide.optim import build_optimizer, build_scheduler, scheduler_interval
-from torchguide.registry import MODELS
-from torchguide.report import MetricsWriter, TrainProgress, plot_curves, write_json
+from torchguide.registry import MODELS, one_line
+from torchguide.report import MetricsWriter, TrainProgress, atomic_write_text, plot_curves, write_json
 
 
 def resolve_target(loss_name: str, num_classes: int) -> tuple[str, int]:
@@ -52,7 +55,7 @@ def build_model(config: Config, data: Data, num_outputs: int) -> nn.Module:
     runtime = {"num_classes": num_outputs, "in_channels": data.in_channels, "in_features": data.in_features,
                "vocab_size": data.vocab_size, "pad_index": 0}
     runtime = {k: v for k, v in supply(MODELS, config.model.name, runtime).items() if v is not None}
-    return MODELS.build(config.model.name, **config.model.kwargs, **runtime)
+    return MODELS.build(config.model.name, **{**runtime, **config.model.kwargs})  # the config's values win
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -126,6 +129,7 @@ class Run:
     notes: list[str] = field(default_factory=list)
     scaler: Any = None
     interval: str = "epoch"  # when the scheduler steps: after every optimizer "step" or each "epoch"
+    stop: StopRequest = field(default_factory=StopRequest)  # Ctrl-C / SIGTERM, looked at after each step
 
 
 def build_run(config: Config, run_dir: Path | None = None) -> Run:
@@ -157,7 +161,54 @@ def build_run(config: Config, run_dir: Path | None = None) -> Run:
               valid_loader, target, output_kind, run_dir, notes=notes)
     run.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     run.interval = scheduler_interval(config.scheduler.name)
+    preflight(run)
     return run
+
+
+def preflight(run: Run) -> None:
+    """Put two samples through model and loss before the first step; a mismatch is a ConfigError.
+
+    Catches, in the user's terms, what would otherwise fail deep inside torch (or as a
+    CUDA device-side assert): too few model outputs for the classes, a wrong output
+    shape, targets the loss cannot take. Leaves no trace: the RNG is restored and the
+    model runs in eval mode without gradients.
+    """
+    cfg, dataset = run.config, run.train_loader.dataset
+    with torch.random.fork_rng(devices=[]), inference(run.model):
+        batch = run.train_loader.collate_fn([dataset[i] for i in range(min(2, len(dataset)))])
+        batch = batch.to(run.device)
+        try:
+            with autocast(run.device, run.precision):
+                output = run.model(*batch.inputs)
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            shapes = " and ".join(str(tuple(t.shape)) for t in batch.inputs)
+            raise ConfigError(f"model.name: {cfg.model.name} fails on a batch of this data (inputs {shapes}): "
+                              f"{one_line(exc)}") from None
+        check_output(run, output, batch)
+        try:
+            run.loss_fn(output, batch.target)
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            raise ConfigError(f"loss.name: {cfg.loss.name} cannot compare the model's output "
+                              f"{tuple(output.shape)} with targets {tuple(batch.target.shape)} "
+                              f"{str(batch.target.dtype).removeprefix('torch.')}: {one_line(exc)}") from None
+
+
+def check_output(run: Run, output: Any, batch: Batch) -> None:
+    """The model's output must have one row per sample and a score for every class."""
+    name, n = run.config.model.name, batch.labels.shape[0]
+    if not isinstance(output, torch.Tensor):
+        raise ConfigError(f"model.name: {name} returns {type(output).__name__}; a classifier must return "
+                          "one tensor of scores")
+    classes = run.data.num_classes
+    wanted = (n, classes) if run.target in ("index", "onehot") else tuple(batch.target.shape)
+    if output.dim() != len(wanted) or output.shape[0] != n:
+        raise ConfigError(f"model.name: {name} outputs shape {tuple(output.shape)} for {n} samples; "
+                          f"{run.config.loss.name} wants {wanted}")
+    if output.shape[1:] != wanted[1:]:
+        fix = "remove model.num_classes (guide sets it from the data)" if "num_classes" in \
+            run.config.model.kwargs else "make the model's last layer output one score per class"
+        raise ConfigError(f"model.name: {name} outputs {output.shape[1]} score(s) per sample, but "
+                          f"{run.config.loss.name} on {classes} classes wants {wanted[1]}: {fix}")
 
 
 # ------------------------------------------------------------------ the loop
@@ -189,6 +240,9 @@ def train_one_epoch(run: Run, progress: TrainProgress) -> dict[str, float]:
         if state.batch % cfg.accumulate == 0 or state.batch == last_batch:
             optimizer_step(run)
             after_step(run, meter)
+            if run.stop.requested:  # a safe point: no gradients pending
+                state.meter = meter.state()
+                run.stop.check()
         if progress.due():
             values = meter.values()
             check_values(run, values["loss"])
@@ -258,16 +312,20 @@ def log_step(run: Run, meter: Meter) -> None:
 
 
 def evaluate(model: nn.Module, loader: Any, loss_fn: nn.Module, device: torch.device, precision: str,
-             output_kind: str | None, classes: list[str], keep_outputs: bool = False) -> dict[str, Any]:
+             output_kind: str | None, classes: list[str], keep_outputs: bool = False,
+             stop: StopRequest | None = None) -> dict[str, Any]:
     """Loss, accuracy, per-class scores and the confusion matrix over a whole loader.
 
     With `keep_outputs`, also returns `probs` (N, C) and `indices` (dataset order of rows).
+    A requested `stop` abandons the pass (raises Interrupted) between batches.
     """
     matrix = torch.zeros(len(classes), len(classes), dtype=torch.long, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     outputs, count = [], 0
     with inference(model):
         for batch in loader:
+            if stop is not None:
+                stop.check()
             batch = batch.to(device, non_blocking=loader.pin_memory)
             with autocast(device, precision):
                 output = model(*batch.inputs)
@@ -313,47 +371,65 @@ def fit(run: Run, console: Console, quiet: bool = False) -> dict[str, Any]:
 
     Writes the run directory as it goes when `run.run_dir` is set: config.yaml,
     metrics.jsonl/csv, checkpoints/last.pt and best.pt, curves.png and summary.json.
+    Ctrl-C or SIGTERM stops at the next safe point: last.pt is written and Interrupted
+    (with its `checkpoint`) propagates.
     """
     cfg, state = run.config.train, run.state
     writer = MetricsWriter(run.run_dir) if run.run_dir else None
     if writer:
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        (run.run_dir / "config.yaml").write_text(to_yaml(run.config))
+        (run.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        for leftover in (run.run_dir / "checkpoints").glob(".*.tmp"):  # from a write cut short by a crash
+            leftover.unlink(missing_ok=True)
+        atomic_write_text(run.run_dir / "config.yaml", to_yaml(run.config))
         writer.rewrite(state.history)
     unit = "tokens" if run.data.task == "text" else "images"
     started, stopped_early = time.perf_counter(), False
-    with TrainProgress(console, cfg.epochs, unit=unit, quiet=quiet) as progress:
-        while state.epoch < cfg.epochs:
-            epoch_started = time.perf_counter()
-            train = train_one_epoch(run, progress)
-            row = {"kind": "epoch", "epoch": state.epoch + 1, "step": state.step, **train,
-                   "valid_loss": None, "valid_acc": None, "lr": run.optimizer.param_groups[0]["lr"]}
-            if run.valid_loader is not None:
-                valid = evaluate(run.model, run.valid_loader, run.loss_fn, run.device, run.precision,
-                                 run.output_kind, run.data.classes)
-                row.update(valid_loss=valid["loss"], valid_acc=valid["accuracy"])
-            row["time_s"] = time.perf_counter() - epoch_started
-            if run.scheduler is not None and run.interval == "epoch":
-                step_epoch_scheduler(run, row)
-            stop = end_of_epoch(run, row)
-            state.history.append(row)
-            state.epoch, state.batch, state.meter = state.epoch + 1, 0, {}
+    with StopRequest(notify=console.print) as run.stop, \
+            TrainProgress(console, cfg.epochs, unit=unit, quiet=quiet) as progress:
+        try:
+            while state.epoch < cfg.epochs:
+                row = run_epoch(run, progress)
+                stop = end_of_epoch(run, row)
+                state.history.append(row)
+                state.epoch, state.batch, state.meter = state.epoch + 1, 0, {}
+                if writer:
+                    writer.rewrite(state.history)
+                    save_run_checkpoint(run, "last.pt")
+                    if state.best_epoch == row["epoch"]:
+                        save_run_checkpoint(run, "best.pt")
+                progress.end_epoch(row)
+                if stop:
+                    stopped_early = True
+                    break
+                if cfg.max_steps and state.step >= cfg.max_steps:
+                    break
+        except Interrupted as exc:
             if writer:
                 writer.rewrite(state.history)
-                save_run_checkpoint(run, "last.pt")
-                if state.best_epoch == row["epoch"]:
-                    save_run_checkpoint(run, "best.pt")
-            progress.end_epoch(row)
-            if stop:
-                stopped_early = True
-                break
-            if cfg.max_steps and state.step >= cfg.max_steps:
-                break
+                exc.checkpoint = save_run_checkpoint(run, "last.pt")
+            raise
     summary = make_summary(run, time.perf_counter() - started, stopped_early, unit)
     if run.run_dir:
         plot_curves(state.history, run.run_dir / "curves.png")
         write_json(run.run_dir / "summary.json", summary)
     return summary
+
+
+def run_epoch(run: Run, progress: TrainProgress) -> dict[str, Any]:
+    """Train one epoch, validate, step a per-epoch scheduler; returns the epoch's metrics row."""
+    state = run.state
+    epoch_started = time.perf_counter()
+    train = train_one_epoch(run, progress)
+    row = {"kind": "epoch", "epoch": state.epoch + 1, "step": state.step, **train,
+           "valid_loss": None, "valid_acc": None, "lr": run.optimizer.param_groups[0]["lr"]}
+    if run.valid_loader is not None:
+        valid = evaluate(run.model, run.valid_loader, run.loss_fn, run.device, run.precision,
+                         run.output_kind, run.data.classes, stop=run.stop)
+        row.update(valid_loss=valid["loss"], valid_acc=valid["accuracy"])
+    row["time_s"] = time.perf_counter() - epoch_started
+    if run.scheduler is not None and run.interval == "epoch":
+        step_epoch_scheduler(run, row)
+    return row
 
 
 def step_epoch_scheduler(run: Run, row: dict[str, Any]) -> None:
@@ -401,7 +477,27 @@ def checkpoint_payload(run: Run) -> dict[str, Any]:
 
 
 def save_run_checkpoint(run: Run, name: str) -> Path:
-    return save_checkpoint(run.run_dir / "checkpoints" / name, checkpoint_payload(run))
+    """checkpoints/<name>; with `train.keep_last: K`, last.pt is also kept as step-N.pt, K of them."""
+    path = save_checkpoint(run.run_dir / "checkpoints" / name, checkpoint_payload(run))
+    keep = run.config.train.keep_last
+    if keep and name == "last.pt":
+        keep_copy(path, path.with_name(f"step-{run.state.step:08d}.pt"))
+        for old in sorted(path.parent.glob("step-*.pt"))[:-keep]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def keep_copy(path: Path, copy: Path) -> None:
+    """A second name for a finished checkpoint: a hard link where the file system allows, else a copy."""
+    copy.unlink(missing_ok=True)
+    try:
+        os.link(path, copy)
+    except OSError:
+        try:
+            shutil.copyfile(path, copy)
+        except OSError as exc:
+            copy.unlink(missing_ok=True)
+            raise RunFailed(f"could not keep {copy.name}: {exc.strerror or exc}", "free disk space") from None
 
 
 MUST_MATCH = ("model", "data", "loss", "seed", "task")
@@ -424,7 +520,11 @@ def restore(run: Run, payload: dict[str, Any]) -> list[str]:
     changes = [f"{first_difference(saved[k], now[k], k)} changed" for k in now
                if k not in MUST_MATCH and saved.get(k) != now[k]]
     if payload["classes"] != run.data.classes:
-        raise CheckpointError("cannot resume: the data's classes differ from the checkpoint's")
+        raise CheckpointError("cannot resume: the data's classes differ from the checkpoint's",
+                              f"the checkpoint has {', '.join(payload['classes'][:10])}")
+    if payload.get("vocab") != (run.data.vocab.itos if run.data.vocab else None):
+        raise CheckpointError("cannot resume: the vocabulary built from the training data differs from the "
+                              "checkpoint's", "the training file changed; resume with the same data or start anew")
     try:
         unwrap(run.model).load_state_dict(payload["model"])
         run.optimizer.load_state_dict(payload["optimizer"])

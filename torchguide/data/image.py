@@ -15,8 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from torchguide.errors import DataError
 from torchguide.registry import DATASETS
@@ -44,6 +45,13 @@ class ImageSamples(Dataset):
         path, label = self.samples[index]
         image = open_image(path, self.mode)
         return (self.transform(image) if self.transform else image), label
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[Any, int]]:
+        """A batch; in a loader worker the batch's own seed drives its random transforms."""
+        seed = getattr(indices, "seed", None)
+        if seed is not None and self.transform is not None and get_worker_info() is not None:
+            torch.manual_seed(seed)
+        return [self[i] for i in indices]
 
     @property
     def targets(self) -> list[int]:

@@ -22,6 +22,7 @@ from torchguide.data.samplers import EpochBatchSampler
 from torchguide.data.text import TextSamples, Vocab, sort_labels
 from torchguide.data.transforms import build_pipeline
 from torchguide.errors import ConfigError, DataError
+from torchguide.interrupt import ignore_interrupts_in_worker
 from torchguide.losses import loss_meta
 from torchguide.registry import COLLATES, DATASETS, SAMPLERS, Registry
 
@@ -188,14 +189,18 @@ def make_loader(dataset: Dataset, config: Config, data: Data, *, train: bool, de
     collate_name = config.data.collate.name
     runtime = {"target": target or "index", "num_classes": data.num_classes, "pad_index": 0,
                "max_len": config.data.vocab.max_len}
-    collate_fn = COLLATES.build(collate_name, **config.data.collate.kwargs,
-                                **supply(COLLATES, collate_name, runtime))
+    collate_fn = COLLATES.build(collate_name, **{**supply(COLLATES, collate_name, runtime),
+                                                 **config.data.collate.kwargs})  # the config's values win
     lengths = dataset.lengths if isinstance(dataset, TextSamples) else [1] * len(dataset)
     batch_size = loader.batch_size if train else (loader.eval_batch_size or loader.batch_size)
     common = {"lengths": lengths, "batch_size": batch_size, "seed": config.seed, "rank": rank,
               "world_size": world_size}
     if train:
         name, kwargs = config.data.sampler.name, config.data.sampler.kwargs
+        taken = sorted(set(kwargs) & {*common, "drop_last", "shuffle"})
+        if taken:
+            raise ConfigError(f"data.sampler.{taken[0]}: set by guide (batch size and drop_last live in "
+                              "data.loader, the seed at the top level); remove it here")
         sampler = SAMPLERS.build(name, **kwargs, drop_last=loader.drop_last, shuffle=True, **common)
     else:  # evaluation: every sample once, length-sorted in buckets for text (tight, in a fixed order)
         name = "length_buckets" if isinstance(dataset, TextSamples) else "sequential"
@@ -209,4 +214,5 @@ def make_loader(dataset: Dataset, config: Config, data: Data, *, train: bool, de
     pin = device.type == "cuda" if loader.pin_memory == "auto" else loader.pin_memory
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=workers,
                       pin_memory=pin, persistent_workers=workers > 0,
+                      worker_init_fn=ignore_interrupts_in_worker if workers else None,
                       generator=torch.Generator().manual_seed(config.seed))

@@ -21,6 +21,18 @@ from torch.utils.data import Sampler
 from torchguide.registry import SAMPLERS
 
 
+class SeededBatch(list):
+    """A batch of indices with its own seed: (seed, epoch, batch number) fixes its random transforms.
+
+    Loader workers reseed from it before loading the batch, so augmentations do not depend
+    on which worker loads which batch, and a run resumed mid-epoch sees the same images.
+    """
+
+    def __init__(self, indices: list[int], seed: int) -> None:
+        super().__init__(indices)
+        self.seed = seed
+
+
 class EpochBatchSampler(Sampler[list[int]]):
     """Base: subclasses say how the global batches of an epoch are formed."""
 
@@ -50,7 +62,9 @@ class EpochBatchSampler(Sampler[list[int]]):
         return self._batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self.batches()[self.start:]
+        base = (self.seed * 100_003 + self.epoch) * 1_000_003
+        for k, batch in enumerate(self.batches()[self.start:], self.start):
+            yield SeededBatch(batch, (base + k) % (1 << 63))
 
     def __len__(self) -> int:
         return len(self.batches()) - self.start
@@ -65,8 +79,8 @@ class EpochBatchSampler(Sampler[list[int]]):
         if batches and len(batches[-1]) < step:
             if self.drop_last:
                 batches.pop()
-            elif len(batches[-1]) < self.world_size and len(batches) > 1:
-                batches[-2] += batches.pop()  # too small to give every rank a sample
+            elif len(batches[-1]) < 2 * self.world_size and len(batches) > 1:
+                batches[-2] += batches.pop()  # one sample per rank breaks BatchNorm in training
         return batches
 
 
