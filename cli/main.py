@@ -18,11 +18,35 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from torchguide import __version__
 
+
+class GuideGroup(TyperGroup):
+    """Usage errors (a missing option, a value out of range) print one `error:` line, like all others."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except TyperException as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `guide`: the help (already printed)
+                sys.exit(exc.exit_code)
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            message = exc.format_message().rstrip(".")
+            make_console().print(f"[red]error:[/] {escape(message[:1].lower() + message[1:])}{where}")
+            sys.exit(getattr(exc, "exit_code", 2))
+        except typer.Abort:
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(name="guide", help="Train PyTorch image and text classifiers from YAML configs, "
-                  "and learn layers and shapes as you go.", no_args_is_help=True,
+                  "and learn layers and shapes as you go.", no_args_is_help=True, cls=GuideGroup,
                   add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
 config_app = typer.Typer(help="Show or validate a config.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -110,12 +134,12 @@ def main(
 def parse_kwargs(pairs: list[str]) -> dict[str, Any]:
     """`k=v` words into kwargs, values parsed as YAML."""
     from torchguide.config import parse_value
-    from torchguide.errors import ConfigError
+    from torchguide.errors import GuideError
 
     out = {}
     for pair in pairs:
         if "=" not in pair:
-            raise ConfigError(f"argument {pair!r}: write name=value, e.g. out_channels=64")
+            raise GuideError(f"argument {pair!r}: write name=value, e.g. out_channels=64")
         key, raw = pair.split("=", 1)
         out[key] = parse_value(raw)
     return out
@@ -253,7 +277,7 @@ def list_cmd(
     console = make_console()
     with guarded(debug, console):
         from cli.show import show_list
-        from torchguide.errors import ConfigError
+        from torchguide.errors import GuideError
         from torchguide.registry import REGISTRIES
 
         if kind is None:
@@ -264,7 +288,7 @@ def list_cmd(
                 show_list({k: [] for k in counts}, console, counts)
             return
         if kind not in REGISTRIES:
-            raise ConfigError(f"unknown kind {kind!r}; choose from {', '.join(REGISTRIES)}")
+            raise GuideError(f"unknown kind {kind!r}", f"choose from {', '.join(REGISTRIES)}")
         rows = [REGISTRIES[kind].describe(n) for n in REGISTRIES[kind].names()]
         if as_json:
             emit_json(rows)
@@ -308,10 +332,10 @@ def data_cmd(
     console = make_console()
     with guarded(debug, console):
         from torchguide.data.sources import SOURCES
-        from torchguide.errors import ConfigError
+        from torchguide.errors import GuideError
 
         if source not in SOURCES:
-            raise ConfigError(f"unknown data source {source!r}; choose from {', '.join(SOURCES)}")
+            raise GuideError(f"unknown data source {source!r}", f"choose from {', '.join(SOURCES)}")
         counts = SOURCES[source](out)
         if as_json:
             emit_json({"source": source, "out": str(out), **counts})

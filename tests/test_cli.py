@@ -81,7 +81,8 @@ def test_training_command_reports_bad_config(tmp_path: Path) -> None:
     text_cfg = ROOT / "configs" / "text" / "reviews.yaml"
     result = invoke("train-image", "--config", str(text_cfg))
     assert result.exit_code == 2
-    assert "text_csv is a text dataset; run this config with `guide train-text`" in result.stderr
+    assert "data.train.name: text_csv is a text dataset; model.name: bilstm is a text model: run this config " \
+        "with `guide train-text`" in result.stderr
 
 
 def test_installed_guide_subprocess() -> None:

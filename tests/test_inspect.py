@@ -64,5 +64,7 @@ def test_unknown_layer_and_bad_argument() -> None:
 def test_parse_shape() -> None:
     assert parse_shape("100,3,24,24") == (100, 3, 24, 24)
     assert parse_shape("[8, 16]") == (8, 16)
-    with pytest.raises(ConfigError, match="positive sizes"):
-        parse_shape("8,-1")
+    assert parse_shape("100x784") == (100, 784)
+    for bad in ("8,-1", "2,x", "x"):
+        with pytest.raises(GuideError, match="positive sizes"):
+            parse_shape(bad)

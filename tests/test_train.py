@@ -142,3 +142,62 @@ def test_bf16_autocast_trains_on_cpu(digits_dir: Path, tmp_path: Path) -> None:
     run, summary = train(digits_config(digits_dir, tmp_path, "train.max_steps=3", "train.precision=bf16",
                                        "model.name=simple_cnn"))
     assert summary["precision"] == "bf16" and summary["steps"] == 3
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one(digits_dir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import torchguide.checkpoint as checkpoint
+
+    cfg = digits_config(digits_dir, tmp_path, "train.checkpoint_every.steps=1", "train.max_steps=5")
+    run = build_run(cfg, new_run_dir(cfg))
+    real_fsync, calls = checkpoint.os.fsync, {"n": 0}
+
+    def fsync(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 5:  # the third checkpoint (each write syncs the file, then the folder)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+    with pytest.raises(RunFailed, match="could not write checkpoint .*last.pt: No space left on device") as info:
+        fit(run, quiet())
+    assert "the previous checkpoint is intact" in info.value.lines()[0]
+    checkpoints = run.run_dir / "checkpoints"
+    assert load_checkpoint(checkpoints / "last.pt")["state"]["step"] == 2
+    assert not list(checkpoints.glob(".*.tmp"))
+
+
+def test_divergence_keeps_the_last_good_checkpoint(digits_dir: Path, tmp_path: Path) -> None:
+    cfg = digits_config(digits_dir, tmp_path, "train.checkpoint_every.steps=1")
+    run = build_run(cfg, new_run_dir(cfg))
+    real, calls = run.loss_fn, {"n": 0}
+
+    def explodes(output, target):
+        calls["n"] += 1
+        return real(output, target) * (float("inf") if calls["n"] == 4 else 1.0)
+
+    run.loss_fn = explodes
+    with pytest.raises(RunFailed, match="NaN/inf at step 3, batch 4 of epoch 1"):
+        fit(run, quiet())
+    payload = load_checkpoint(run.run_dir / "checkpoints" / "last.pt")
+    assert payload["state"]["step"] == 3
+    assert all(torch.isfinite(v).all() for v in payload["model"].values())
+
+
+def test_resume_refuses_a_changed_vocabulary(reviews_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from tests.conftest import ROOT, reviews_overrides
+
+    train_csv = tmp_path / "train.csv"
+    shutil.copy(reviews_dir / "train.csv", train_csv)
+    overrides = [*reviews_overrides(reviews_dir, tmp_path), f"data.train.path={train_csv}", "train.max_steps=1"]
+    cfg = load_config(ROOT / "configs/text/reviews.yaml", overrides, task="text")
+    run, _ = train(cfg, new_run_dir(cfg))
+    with train_csv.open("a") as f:
+        f.write("zebra zebra quagga,fresh\nzebra quagga quagga,rotten\n")
+    changed = build_run(load_config(ROOT / "configs/text/reviews.yaml", overrides, task="text"))
+    with pytest.raises(CheckpointError, match="vocabulary .* differs"):
+        restore(changed, load_checkpoint(run.run_dir / "checkpoints" / "last.pt"))

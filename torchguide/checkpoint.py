@@ -58,7 +58,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         reason = "it stores Python objects (e.g. a whole pickled model), which are not loaded for safety" \
-            if "weights_only" in str(exc) or "Unsupported global" in str(exc) else "it is corrupt"
+            if "Unsupported global" in str(exc) else "it is not a checkpoint (corrupt or another kind of file)"
         raise CheckpointError(f"cannot load {path}: {reason}", "use a checkpoint written by guide") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load {path}: not a complete checkpoint ({type(exc).__name__})",

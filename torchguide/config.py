@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from torchguide.errors import ConfigError, GuideError
 from torchguide.registry import (
@@ -141,12 +141,13 @@ class Train(BaseModel):
     on_nan: Literal["stop", "skip"] = "stop"
     threads: int | Literal["auto"] = "auto"
 
-    @model_validator(mode="after")
-    def device_name(self) -> Train:
-        base = self.device.split(":")[0]
-        if base not in ("auto", "cpu", "cuda", "mps"):
-            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
-        return self
+    @field_validator("device")
+    @classmethod
+    def device_name(cls, device: str) -> str:
+        base, _, index = device.partition(":")
+        if base not in ("auto", "cpu", "cuda", "mps") or (index and not (base == "cuda" and index.isdigit())):
+            raise ValueError("choose auto, cpu, cuda, cuda:N or mps")
+        return device
 
 
 class Output(BaseModel):
@@ -156,7 +157,7 @@ class Output(BaseModel):
 
 class Config(BaseModel):
     model_config = Strict
-    name: str = Field(min_length=1, pattern=r"^[\w.-]+$")
+    name: str = Field(min_length=1)
     task: Literal["image", "text"] | None = None
     seed: int = 0
     imports: list[str] = []
@@ -167,6 +168,13 @@ class Config(BaseModel):
     scheduler: Component = Component(name="none")
     train: Train = Train()
     output: Output = Output()
+
+    @field_validator("name")
+    @classmethod
+    def run_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[\w.-]+", name):
+            raise ValueError("use letters, digits, '.', '_' and '-' only: it names the run's folder")
+        return name
 
 
 # ---------------------------------------------------------------- loading
@@ -354,16 +362,18 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *,
 
 
 def task_mismatches(raw: dict[str, Any], task: str) -> list[str]:
-    """Components made for the other task (a text dataset under `guide train-image`, ...)."""
-    problems = []
+    """Components made for the other task (a text dataset under `guide train-image`, ...), as one problem."""
+    found, other = [], None
     for path, registry in (("data.train", DATASETS), ("model", MODELS)):
         name = section_at(raw, f"{path}.name")
         if isinstance(name, str) and name in registry:
-            other = registry.entry(name).meta.get("task")
-            if other and other != task:
-                problems.append(f"{path}.name: {name} is a {other} {registry.item}; "
-                                f"run this config with `guide train-{other}`")
-    return problems
+            kind = registry.entry(name).meta.get("task")
+            if kind and kind != task:
+                found.append(f"{path}.name: {name} is a {kind} {registry.item}")
+                other = kind
+    if not found:
+        return []
+    return [f"{'; '.join(found)}: run this config with `guide train-{other}`"]
 
 
 def format_validation(exc: ValidationError) -> list[str]:

@@ -26,7 +26,7 @@ class GuideError(Exception):
 class ConfigError(GuideError):
     """One or more problems in a config, each prefixed with its path."""
 
-    def __init__(self, problems: list[str] | str, source: str | None = None) -> None:
+    def __init__(self, problems: list[str] | str, hint: str | None = None, *, source: str | None = None) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         self.source = source
         where = f" in {source}" if source else ""
@@ -34,11 +34,11 @@ class ConfigError(GuideError):
             message = f"config error{where}: {self.problems[0]}"
         else:
             message = f"{len(self.problems)} config errors{where}"
-        super().__init__(message)
+        super().__init__(message, hint)
 
     def lines(self) -> list[str]:
         if len(self.problems) == 1:
-            return [self.message]
+            return super().lines()
         return [self.message + ":"] + [f"  {p}" for p in self.problems]
 
 

@@ -28,9 +28,9 @@ INTEGER_INPUT = {"embedding", "embedding_bag"}
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """'100,3,24,24' (or 100x3x24x24) -> (100, 3, 24, 24)."""
-    parts = [p for p in re.split(r"[,x\s]+", text.strip().strip("()[]")) if p]
+    parts = [p for p in re.split(r"[,\s]+|(?<=\d)x(?=\d)", text.strip().strip("()[]")) if p]
     if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ConfigError(f"--input-shape {text!r}: write positive sizes separated by commas, e.g. 100,3,24,24")
+        raise GuideError(f"--input-shape {text!r}: write positive sizes separated by commas, e.g. 100,3,24,24")
     return tuple(int(p) for p in parts)
 
 

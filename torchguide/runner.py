@@ -19,7 +19,7 @@ from torchguide.data.image import open_image
 from torchguide.data.loaders import build_data, make_loader
 from torchguide.data.transforms import build_pipeline
 from torchguide.device import autocast, inference, pick_device
-from torchguide.errors import CheckpointError, ConfigError, DataError, RunFailed
+from torchguide.errors import CheckpointError, ConfigError, DataError, GuideError, RunFailed
 from torchguide.interrupt import Interrupted
 from torchguide.report import write_json
 from torchguide.train import build_run, evaluate, fit, model_from_checkpoint, restore, unwrap
@@ -64,7 +64,8 @@ def train_from_config(task: str, path: str | Path, overrides: list[str], *, resu
         checkpoint = find_resume(config, resume)
         payload = load_checkpoint(checkpoint)
         run_dir = checkpoint.parent.parent
-    run = build_run(config, run_dir or new_run_dir(config))
+    run = build_run(config)  # everything is checked before the run directory is made
+    run.run_dir = run_dir or new_run_dir(config)
     if payload is not None:
         for change in restore(run, payload):
             console.print(f"[dim]resume: {change}[/]")
@@ -100,7 +101,7 @@ def train_from_config(task: str, path: str | Path, overrides: list[str], *, resu
 def eval_data(config: Config, payload: dict[str, Any], vocab: Any, split: str, data: str | None) -> Any:
     """The dataset to evaluate: --data, or a split of the checkpoint's config."""
     if split not in ("train", "valid", "test"):
-        raise ConfigError(f"--split {split!r}: choose train, valid or test")
+        raise GuideError(f"--split {split!r}: choose train, valid or test")
     if data is None and split == "test" and config.data.test is None:
         raise DataError("the checkpoint's config has no test data", "pass --data PATH or --split valid")
     if data is None and split == "valid" and config.data.valid is None:
