@@ -34,7 +34,7 @@ demo-text: data/reviews/.done  ## reviews: train the BiLSTM, then evaluate it on
 	$(GUIDE) eval --checkpoint $$(ls -td runs/reviews*/ | head -1)checkpoints/best.pt
 
 test: $(STAMP)  ## the test suite (a few minutes on 2 cores)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check cli torchguide tests benchmarks

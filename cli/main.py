@@ -95,15 +95,20 @@ def guarded(debug: bool, console: Console) -> Iterator[None]:
             console.print_exception()
         if isinstance(exc, GuideError):
             first, *rest = exc.lines()
-            console.print(f"[red]error:[/] {escape(first)}")
+            console.print(f"[red]error:[/] {escape(rank_prefix() + first)}")
             for line in rest:
                 console.print(escape(line))
             raise typer.Exit(exc.exit_code) from None
-        console.print(f"[red]internal error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}"
+        console.print(f"[red]internal error:[/] {escape(rank_prefix() + type(exc).__name__)}: {escape(str(exc))}"
                       " (run again with --debug for the traceback)")
         raise typer.Exit(1) from None
     finally:
         log.removeHandler(handler)
+
+
+def rank_prefix() -> str:
+    """`[rank N] ` in a process of a distributed job, so its errors say where they come from."""
+    return f"[rank {os.environ['RANK']}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
 
 
 def escape(text: str) -> str:
@@ -176,15 +181,29 @@ ResumeOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
     "--resume", help="Checkpoint to continue from, or `auto` for the newest last.pt of this run.")]
 
 
-def train(task: str, config: Path, overrides: list[str] | None, resume: str | None, as_json: bool,
-          quiet: bool, debug: bool) -> None:
+NprocOpt = Annotated[Optional[int], typer.Option(  # noqa: UP045
+    "--nproc", min=1, help="Train in N processes on this machine (DDP, started through torch.distributed.run).")]
+
+
+def train(task: str, config: Path, overrides: list[str] | None, resume: str | None, nproc: int | None,
+          as_json: bool, quiet: bool, debug: bool) -> None:
     console = make_console()
     with guarded(debug, console):
         from cli.show import show_summary
-        from torchguide.runner import train_from_config
+        from torchguide import distributed
+        from torchguide.runner import processes_wanted, train_from_config
 
-        summary = train_from_config(task, config, overrides or [], resume=resume, console=console,
-                                    quiet=quiet)
+        overrides = overrides or []
+        nproc = processes_wanted(task, config, overrides, nproc)
+        if nproc > 1:  # this process becomes the launcher; each rank runs the same command
+            os.environ["GUIDE_NPROC"] = str(nproc)
+            flags = [f for f, on in (("--json", as_json), ("--quiet", quiet), ("--debug", debug)) if on]
+            distributed.launch(nproc, [f"train-{task}", "--config", str(config), *overrides,
+                                       *(["--resume", resume] if resume else []), *flags])
+            return
+        summary = train_from_config(task, config, overrides, resume=resume, console=console, quiet=quiet)
+        if distributed.launched() and os.environ.get("RANK", "0") != "0":
+            return
         if as_json:
             emit_json(summary)
         elif not quiet:
@@ -192,17 +211,17 @@ def train(task: str, config: Path, overrides: list[str] | None, resume: str | No
 
 
 @app.command("train-image")
-def train_image(config: ConfigOpt, overrides: Overrides = None, resume: ResumeOpt = None,
+def train_image(config: ConfigOpt, overrides: Overrides = None, resume: ResumeOpt = None, nproc: NprocOpt = None,
                 as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False) -> None:
     """Train an image classifier: guide train-image --config configs/image/digits.yaml."""
-    train("image", config, overrides, resume, as_json, quiet, debug)
+    train("image", config, overrides, resume, nproc, as_json, quiet, debug)
 
 
 @app.command("train-text")
-def train_text(config: ConfigOpt, overrides: Overrides = None, resume: ResumeOpt = None,
+def train_text(config: ConfigOpt, overrides: Overrides = None, resume: ResumeOpt = None, nproc: NprocOpt = None,
                as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False) -> None:
     """Train a text classifier: guide train-text --config configs/text/reviews.yaml."""
-    train("text", config, overrides, resume, as_json, quiet, debug)
+    train("text", config, overrides, resume, nproc, as_json, quiet, debug)
 
 
 # ------------------------------------------------------------------ eval / predict
@@ -343,3 +362,6 @@ def data_cmd(
             parts = ", ".join(f"{n} {split}" for split, n in counts.items())
             console.print(f"wrote {source} to {out}: {parts}")
 
+
+if __name__ == "__main__":  # `python -m cli.main`: how torch.distributed.run starts each rank
+    app()

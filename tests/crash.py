@@ -1,6 +1,7 @@
 """Run `guide` in this process and SIGKILL it at a chosen point.
 
     python tests/crash.py POINT N guide-args...
+    torchrun --nproc-per-node 2 tests/crash.py POINT N guide-args...   (CRASH_RANK=1: only rank 1)
 
 POINT is where the N-th event (1-based) kills the process, with no chance to clean up:
 
@@ -91,7 +92,8 @@ def arm(point: str, n: int) -> None:
 
 if __name__ == "__main__":
     point, n, *args = sys.argv[1:]
-    arm(point, int(n))
+    if os.environ.get("CRASH_RANK", os.environ.get("RANK", "0")) == os.environ.get("RANK", "0"):
+        arm(point, int(n))  # in a distributed job, CRASH_RANK picks the rank that dies
     from cli.main import app
 
     sys.argv = ["guide", *args]

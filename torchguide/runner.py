@@ -6,6 +6,7 @@ The CLI parses and prints; these functions do the work and return plain data.
 from __future__ import annotations
 
 import csv
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,14 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from torchguide import distributed
 from torchguide.checkpoint import load_checkpoint
 from torchguide.config import Config, load_config
 from torchguide.data.image import open_image
 from torchguide.data.loaders import build_data, make_loader
 from torchguide.data.transforms import build_pipeline
 from torchguide.device import autocast, inference, pick_device
+from torchguide.distributed import Dist
 from torchguide.errors import CheckpointError, ConfigError, DataError, GuideError, RunFailed
 from torchguide.interrupt import Interrupted
 from torchguide.report import write_json
@@ -55,22 +58,60 @@ def find_resume(config: Config, resume: str) -> Path:
     return candidates[-1]
 
 
+def processes_wanted(task: str, path: str | Path, overrides: list[str], nproc: int | None) -> int:
+    """How many local processes `guide train-*` should start; 1 means: train in this one.
+
+    `--nproc N` asks for N; without it a machine with several GPUs gets one process per
+    GPU under train.strategy auto or ddp. Inside a torchrun job the processes exist already.
+    The config is checked here first, so a mistake is reported once, not by every rank.
+    """
+    if distributed.launched():
+        if nproc and nproc > 1:
+            raise GuideError("--nproc inside a torchrun job", "drop --nproc: torchrun started the processes already")
+        return 1
+    config = load_config(path, overrides, task=task)
+    if nproc:
+        if nproc > 1 and config.train.strategy in ("single", "dp"):
+            raise ConfigError(f"train.strategy: {config.train.strategy} cannot run in --nproc {nproc} processes",
+                              "use train.strategy=auto or ddp")
+        return nproc
+    gpus = torch.cuda.device_count() if config.train.device in ("auto", "cuda") else 0
+    return gpus if config.train.strategy in ("auto", "ddp") and gpus > 1 else 1
+
+
 def train_from_config(task: str, path: str | Path, overrides: list[str], *, resume: str | None = None,
                       console: Console, quiet: bool = False) -> dict[str, Any]:
-    """Load and check the config, build the run, train, then test the best checkpoint."""
+    """Load and check the config, build the run, train, then test the best checkpoint.
+
+    Under torchrun (or `--nproc`) this runs in every process: DDP on each rank's shard,
+    rank 0 writing the run directory and printing.
+    """
     config = load_config(path, overrides, task=task)
-    payload, run_dir = None, None
-    if resume:
+    dist, device = distributed.setup(config.train.strategy, config.train.device)
+    try:
+        return train_job(config, task, path, overrides, resume, dist, device, console, quiet or not dist.is_main)
+    finally:
+        distributed.teardown()
+
+
+def train_job(config: Config, task: str, path: str | Path, overrides: list[str], resume: str | None,
+              dist: Dist, device: torch.device | None, console: Console, quiet: bool) -> dict[str, Any]:
+    payload, checkpoint = None, None
+    if resume and dist.is_main:  # rank 0 reads the checkpoint and hands it to the others
         checkpoint = find_resume(config, resume)
         payload = load_checkpoint(checkpoint)
-        run_dir = checkpoint.parent.parent
-    run = build_run(config)  # everything is checked before the run directory is made
-    run.run_dir = run_dir or new_run_dir(config)
+    if resume:
+        checkpoint, payload = distributed.broadcast((checkpoint, payload))
+    run = build_run(config, dist=dist, device=device)  # everything is checked before the run directory is made
+    run_dir = checkpoint.parent.parent if checkpoint else new_run_dir(config) if dist.is_main else None
+    run.run_dir = distributed.broadcast(run_dir)
     if payload is not None:
         for change in restore(run, payload):
-            console.print(f"[dim]resume: {change}[/]")
-        console.print(f"resuming from {checkpoint} (epoch {run.state.epoch + 1}, "
-                      f"batch {run.state.batch}, step {run.state.step})")
+            if not quiet:
+                console.print(f"[dim]resume: {change}[/]")
+        if dist.is_main:
+            console.print(f"resuming from {checkpoint} (epoch {run.state.epoch + 1}, "
+                          f"batch {run.state.batch}, step {run.state.step})")
     if not quiet:
         for note in run.notes:
             console.print(f"[dim]{note}[/]")
@@ -78,24 +119,44 @@ def train_from_config(task: str, path: str | Path, overrides: list[str], *, resu
     try:
         summary = fit(run, console, quiet=quiet)
     except Interrupted as exc:
-        state = run.state
-        command = shlex.join(["guide", f"train-{task}", "--config", str(path), *overrides,
-                              "--resume", str(exc.checkpoint)])
-        raise RunFailed(f"stopped by {exc.signal_name} at epoch {state.epoch + 1}, batch {state.batch} "
-                        f"(step {state.step}); saved {exc.checkpoint}", f"continue with: {command}") from None
+        raise stopped(run, exc, task, path, overrides) from None
+    except RuntimeError as exc:
+        if distributed.lost_peer(exc):
+            raise RunFailed("another process of the job stopped, so this one cannot go on",
+                            "the first failing rank's message says why") from None
+        raise
     if config.data.test is not None:
-        best = run.run_dir / "checkpoints" / "best.pt"
-        if best.exists():
-            unwrap(run.model).load_state_dict(load_checkpoint(best)["model"])
-        test = build_data(config, ("test",), classes=run.data.classes, vocab=run.data.vocab,
-                          vocab_size=run.data.vocab_size)
-        loader = make_loader(test.splits["test"], config, test, train=False, device=run.device)
-        result = evaluate(run.model, loader, run.loss_fn, run.device, run.precision, run.output_kind,
-                          run.data.classes)
-        summary["test"] = {"loss": result["loss"], "accuracy": result["accuracy"],
-                           "macro_f1": result["macro_f1"], "samples": result["samples"]}
-        write_json(run.run_dir / "summary.json", summary)
+        if dist.is_main:  # one process, the whole test set
+            summary["test"] = score_best(run)
+            write_json(run.run_dir / "summary.json", summary)
+        distributed.barrier()
     return summary
+
+
+def stopped(run: Any, exc: Interrupted, task: str, path: str | Path, overrides: list[str]) -> RunFailed:
+    """The one-line report of a run stopped by a signal, with the command that continues it."""
+    state = run.state
+    launcher = ["guide"] + (["--nproc", os.environ["GUIDE_NPROC"]] if "GUIDE_NPROC" in os.environ else [])
+    command = shlex.join([*launcher, f"train-{task}", "--config", str(path), *overrides,
+                          "--resume", str(exc.checkpoint)])
+    if distributed.launched() and "GUIDE_NPROC" not in os.environ:
+        command += " (under the same torchrun launch)"
+    return RunFailed(f"stopped by {exc.signal_name} at epoch {state.epoch + 1}, batch {state.batch} "
+                     f"(step {state.step}); saved {exc.checkpoint}", f"continue with: {command}")
+
+
+def score_best(run: Any) -> dict[str, Any]:
+    """Loss, accuracy and macro F1 of the best checkpoint on the config's test data."""
+    config, model = run.config, unwrap(run.model)
+    best = run.run_dir / "checkpoints" / "best.pt"
+    if best.exists():
+        model.load_state_dict(load_checkpoint(best)["model"])
+    test = build_data(config, ("test",), classes=run.data.classes, vocab=run.data.vocab,
+                      vocab_size=run.data.vocab_size)
+    loader = make_loader(test.splits["test"], config, test, train=False, device=run.device)
+    result = evaluate(model, loader, run.loss_fn, run.device, run.precision, run.output_kind, run.data.classes)
+    return {"loss": result["loss"], "accuracy": result["accuracy"], "macro_f1": result["macro_f1"],
+            "samples": result["samples"]}
 
 
 def eval_data(config: Config, payload: dict[str, Any], vocab: Any, split: str, data: str | None) -> Any:

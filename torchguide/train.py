@@ -10,6 +10,7 @@ waits on the GPU at every step.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -22,6 +23,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from torchguide import distributed
 from torchguide.checkpoint import restore_rng, rng_state, save_checkpoint
 from torchguide.config import Config, to_yaml
 from torchguide.data.collate import Batch
@@ -29,6 +31,7 @@ from torchguide.data.loaders import Data, build_data, make_loader, supply
 from torchguide.data.samplers import EpochBatchSampler
 from torchguide.data.text import Vocab
 from torchguide.device import autocast, inference, pick_device, pick_precision, seed_everything, set_threads
+from torchguide.distributed import SINGLE, Dist, all_sum, gather
 from torchguide.errors import CheckpointError, ConfigError, RunFailed
 from torchguide.interrupt import Interrupted, StopRequest
 from torchguide.losses import build_loss, loss_meta
@@ -99,9 +102,20 @@ class Meter:
             self.padded += int(lengths.max()) * n
 
     def values(self) -> dict[str, float]:
-        count = max(self.count, 1)
-        return {"loss": float(self.loss) / count, "acc": float(self.correct) / count,
-                "padding": 1 - self.tokens / self.padded if self.padded else None}
+        return self.summarize(float(self.loss), float(self.correct), self.count, self.tokens, self.padded)
+
+    def reduced(self) -> dict[str, float]:
+        """values() over every rank's samples (a collective under DDP)."""
+        if not distributed.active():
+            return self.values()
+        totals = torch.tensor([float(self.loss), float(self.correct), self.count, self.tokens, self.padded],
+                              dtype=torch.float64, device=self.loss.device)
+        return self.summarize(*all_sum(totals).tolist())
+
+    @staticmethod
+    def summarize(loss: float, correct: float, count: float, tokens: float, padded: float) -> dict[str, float]:
+        count = max(count, 1)
+        return {"loss": loss / count, "acc": correct / count, "padding": 1 - tokens / padded if padded else None}
 
     def state(self) -> dict[str, Any]:
         return {"loss": float(self.loss), "correct": int(self.correct), "count": self.count,
@@ -130,21 +144,31 @@ class Run:
     scaler: Any = None
     interval: str = "epoch"  # when the scheduler steps: after every optimizer "step" or each "epoch"
     stop: StopRequest = field(default_factory=StopRequest)  # Ctrl-C / SIGTERM, looked at after each step
+    dist: Dist = SINGLE  # this process's rank and the job's size under DDP
 
 
-def build_run(config: Config, run_dir: Path | None = None) -> Run:
-    """Build data, model, loss, optimizer and scheduler for a config; nothing runs yet."""
-    device, device_why = pick_device(config.train.device)
+def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
+              device: torch.device | None = None) -> Run:
+    """Build data, model, loss, optimizer and scheduler for a config; nothing runs yet.
+
+    Under DDP (`dist` from `distributed.setup`, with this rank's `device`) every rank
+    builds the same run on its shard of the data, with the model wrapped in DDP.
+    """
+    if device is None:
+        device, device_why = pick_device(config.train.device)
+    else:
+        device_why = f"rank {dist.rank} of {dist.world_size}"
     precision, precision_why = pick_precision(config.train.precision, device)
-    seed_everything(config.seed)
+    seed_everything(config.seed)  # the same initial weights on every rank
     data = build_data(config, ("train", "valid"))
     target, num_outputs = resolve_target(config.loss.name, data.num_classes)
     output_kind, _ = loss_meta(config.loss.name)
     model = build_model(config, data, num_outputs).to(device)
-    train_loader = make_loader(data.splits["train"], config, data, train=True, device=device)
+    shard = {"rank": dist.rank, "world_size": dist.world_size}
+    train_loader = make_loader(data.splits["train"], config, data, train=True, device=device, **shard)
     valid = data.splits.get("valid")
-    valid_loader = make_loader(valid, config, data, train=False, device=device) if valid else None
-    threads = set_threads(config.train.threads, train_loader.num_workers)
+    valid_loader = make_loader(valid, config, data, train=False, device=device, **shard) if valid else None
+    threads = set_threads(config.train.threads, train_loader.num_workers, dist.local_world_size)
     loss_fn = build_loss(config.loss.name, **config.loss.kwargs).to(device)
     optimizer = build_optimizer(config.optimizer.name, model.parameters(), **config.optimizer.kwargs)
     steps_per_epoch = math.ceil(len(train_loader) / config.train.accumulate)
@@ -152,16 +176,24 @@ def build_run(config: Config, run_dir: Path | None = None) -> Run:
     scheduler = build_scheduler(config.scheduler.name, optimizer, total_steps, config.train.epochs,
                                 **config.scheduler.kwargs)
     notes = [f"device: {device} ({device_why})", f"precision: {precision} ({precision_why})",
-             f"threads: {threads} compute + {train_loader.num_workers} loader worker(s)"]
-    if config.train.strategy == "dp" and device.type == "cuda" and torch.cuda.device_count() > 1:
-        model = nn.DataParallel(model)
-        notes.append(f"strategy: DataParallel over {torch.cuda.device_count()} GPUs "
-                     "(DistributedDataParallel is faster: train.strategy=ddp)")
+             f"threads: {threads} compute + {train_loader.num_workers} loader worker(s)"
+             + (" per process" if dist.enabled else "")]
     run = Run(config, data, model, loss_fn, optimizer, scheduler, device, precision, train_loader,
-              valid_loader, target, output_kind, run_dir, notes=notes)
+              valid_loader, target, output_kind, run_dir, notes=notes, dist=dist)
     run.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     run.interval = scheduler_interval(config.scheduler.name)
     preflight(run)
+    if dist.enabled:
+        seed_everything(config.seed + dist.rank)  # dropout and augmentation differ between ranks
+        run.model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.index is not None
+                                                        else None)
+        notes.append(f"strategy: DistributedDataParallel over {dist.world_size} processes "
+                     f"({'nccl' if device.type == 'cuda' else 'gloo'}), global batch "
+                     f"{config.data.loader.batch_size * dist.world_size}")
+    elif config.train.strategy == "dp" and device.type == "cuda" and torch.cuda.device_count() > 1:
+        run.model = nn.DataParallel(model)
+        notes.append(f"strategy: DataParallel over {torch.cuda.device_count()} GPUs "
+                     "(DistributedDataParallel is faster: train.strategy=ddp)")
     return run
 
 
@@ -175,7 +207,7 @@ def preflight(run: Run) -> None:
     """
     cfg, dataset = run.config, run.train_loader.dataset
     with torch.random.fork_rng(devices=[]), inference(run.model):
-        batch = run.train_loader.collate_fn([dataset[i] for i in range(min(2, len(dataset)))])
+        batch = run.train_loader.collate_fn([dataset[i] for i in range(min(2, len(dataset)))])  # not sharded
         batch = batch.to(run.device)
         try:
             with autocast(run.device, run.precision):
@@ -225,25 +257,33 @@ def train_one_epoch(run: Run, progress: TrainProgress) -> dict[str, float]:
     model.train()
     started, seen, tokens = time.perf_counter(), 0, 0
     for batch in run.train_loader:
+        index = state.batch  # this batch's place in the epoch
+        state.batch += 1
+        stepping = state.batch % cfg.accumulate == 0 or state.batch == last_batch
         lengths = batch.lengths
         batch = batch.to(run.device, non_blocking=non_blocking)  # move the batch to the device
-        with autocast(run.device, run.precision):
-            output = model(*batch.inputs)  # forward
-            loss = run.loss_fn(output, batch.target)  # loss
-        state.batch += 1
-        if not check_finite(run, loss):
-            continue
-        run.scaler.scale(loss / cfg.accumulate).backward()  # backward: gradients add up over micro-batches
+        with gradient_sync(model, stepping):  # DDP: all-reduce gradients only on the last micro-batch
+            with autocast(run.device, run.precision):
+                output = model(*batch.inputs)  # forward
+                loss = run.loss_fn(output, batch.target)  # loss
+            bad, stop = agree(run, loss, stepping)
+            if bad:
+                if cfg.on_nan == "skip":
+                    run.optimizer.zero_grad(set_to_none=True)
+                    continue
+                raise diverged(run, f"batch {state.batch} of epoch {state.epoch + 1}")
+            scale = cfg.accumulate if not run.dist.enabled else cfg.accumulate / share(run, sampler, index, batch)
+            run.scaler.scale(loss / scale).backward()  # backward: gradients add up over micro-batches
         meter.add(loss, output, batch, run.output_kind, lengths)
         seen += batch.labels.shape[0]
         tokens += int(lengths.sum()) if lengths is not None else 0
-        if state.batch % cfg.accumulate == 0 or state.batch == last_batch:
+        if stepping:
             optimizer_step(run)
             after_step(run, meter)
-            if run.stop.requested:  # a safe point: no gradients pending
+            if stop or (run.stop.requested and not run.dist.enabled):  # a safe point: no gradients pending
                 state.meter = meter.state()
-                run.stop.check()
-        if progress.due():
+                raise Interrupted(run.stop.requested or "a signal to another rank")
+        if progress.due():  # rank 0 shows its own running values; epoch rows are over all ranks
             values = meter.values()
             check_values(run, values["loss"])
             elapsed = time.perf_counter() - started
@@ -251,10 +291,45 @@ def train_one_epoch(run: Run, progress: TrainProgress) -> dict[str, float]:
         if cfg.max_steps and state.step >= cfg.max_steps:
             break
     state.meter = meter.state()
-    values = meter.values()
+    values = meter.reduced()
     check_values(run, values["loss"])
     return {"train_loss": values["loss"], "train_acc": values["acc"], "padding": values["padding"],
-            "samples_per_s": seen / max(time.perf_counter() - started, 1e-9)}
+            "samples_per_s": seen * run.dist.world_size / max(time.perf_counter() - started, 1e-9)}
+
+
+def gradient_sync(model: nn.Module, stepping: bool) -> contextlib.AbstractContextManager:
+    """DDP's no_sync() for micro-batches that do not end an accumulation group."""
+    if stepping or not isinstance(model, nn.parallel.DistributedDataParallel):
+        return contextlib.nullcontext()
+    return model.no_sync()
+
+
+def share(run: Run, sampler: EpochBatchSampler, index: int, batch: Batch) -> float:
+    """This rank's share of the global batch, times the world size (1.0 when shards are equal).
+
+    DDP averages gradients over ranks; weighting each rank's mean loss by its share makes
+    that average the mean over the global batch, as one process would compute it.
+    """
+    return batch.labels.shape[0] * run.dist.world_size / sampler.global_sizes()[index]
+
+
+def agree(run: Run, loss: torch.Tensor, stepping: bool) -> tuple[bool, bool]:
+    """(the loss is not finite, a stop was requested), agreed by all ranks under DDP.
+
+    One process looks at every loss on the CPU (free there) or with on_nan=skip, and
+    otherwise leaves NaN to the progress checks so the GPU never waits. Under DDP the
+    ranks must decide together, in one small all-reduce per step, or they would part ways.
+    """
+    cfg = run.config.train
+    check = cfg.on_nan == "skip" or run.device.type == "cpu"
+    bad = check and not bool(torch.isfinite(loss))
+    if not run.dist.enabled:
+        return bad, False  # a single process looks at run.stop itself, after the step
+    if not (check or stepping):
+        return False, False
+    flags = torch.tensor([float(bad), float(stepping and run.stop.requested is not None)], device=run.device)
+    all_sum(flags)
+    return bool(flags[0] > 0), bool(flags[1] > 0)
 
 
 def optimizer_step(run: Run) -> None:
@@ -268,18 +343,6 @@ def optimizer_step(run: Run) -> None:
     run.state.step += 1
     if run.scheduler is not None and run.interval == "step":
         run.scheduler.step()
-
-
-def check_finite(run: Run, loss: torch.Tensor) -> bool:
-    """With on_nan=skip (or on the CPU, where it costs nothing) look at every loss."""
-    if run.config.train.on_nan != "skip" and run.device.type != "cpu":
-        return True
-    if torch.isfinite(loss):
-        return True
-    if run.config.train.on_nan == "skip":
-        run.optimizer.zero_grad(set_to_none=True)
-        return False
-    raise diverged(run, f"batch {run.state.batch} of epoch {run.state.epoch + 1}")
 
 
 def check_values(run: Run, loss: float) -> None:
@@ -313,11 +376,13 @@ def log_step(run: Run, meter: Meter) -> None:
 
 def evaluate(model: nn.Module, loader: Any, loss_fn: nn.Module, device: torch.device, precision: str,
              output_kind: str | None, classes: list[str], keep_outputs: bool = False,
-             stop: StopRequest | None = None) -> dict[str, Any]:
+             stop: StopRequest | None = None, reduce: bool = False) -> dict[str, Any]:
     """Loss, accuracy, per-class scores and the confusion matrix over a whole loader.
 
     With `keep_outputs`, also returns `probs` (N, C) and `indices` (dataset order of rows).
-    A requested `stop` abandons the pass (raises Interrupted) between batches.
+    A requested `stop` abandons the pass (raises Interrupted) between batches. With
+    `reduce` (DDP, each rank holding a shard) the sums are added over all ranks, so every
+    validation sample counts exactly once.
     """
     matrix = torch.zeros(len(classes), len(classes), dtype=torch.long, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -336,6 +401,10 @@ def evaluate(model: nn.Module, loader: Any, loss_fn: nn.Module, device: torch.de
             matrix += confusion(batch.labels, predicted(output, output_kind), len(classes))
             if keep_outputs:
                 outputs.append(output.float().cpu())
+    if reduce:
+        all_sum(matrix)
+        totals = all_sum(torch.stack([loss_sum, torch.tensor(float(count), dtype=torch.float64, device=device)]))
+        loss_sum, count = totals[0], int(totals[1])
     result = {"loss": float(loss_sum) / max(count, 1), **scores(matrix.cpu(), classes)}
     if keep_outputs:
         from torchguide.metrics import to_probs
@@ -375,7 +444,8 @@ def fit(run: Run, console: Console, quiet: bool = False) -> dict[str, Any]:
     (with its `checkpoint`) propagates.
     """
     cfg, state = run.config.train, run.state
-    writer = MetricsWriter(run.run_dir) if run.run_dir else None
+    saves = run.run_dir is not None  # every rank takes part in a checkpoint; rank 0 writes the files
+    writer = MetricsWriter(run.run_dir) if saves and run.dist.is_main else None
     if writer:
         (run.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         for leftover in (run.run_dir / "checkpoints").glob(".*.tmp"):  # from a write cut short by a crash
@@ -383,8 +453,9 @@ def fit(run: Run, console: Console, quiet: bool = False) -> dict[str, Any]:
         atomic_write_text(run.run_dir / "config.yaml", to_yaml(run.config))
         writer.rewrite(state.history)
     unit = "tokens" if run.data.task == "text" else "images"
+    quiet = quiet or not run.dist.is_main
     started, stopped_early = time.perf_counter(), False
-    with StopRequest(notify=console.print) as run.stop, \
+    with StopRequest(notify=console.print if run.dist.is_main else None) as run.stop, \
             TrainProgress(console, cfg.epochs, unit=unit, quiet=quiet) as progress:
         try:
             while state.epoch < cfg.epochs:
@@ -392,8 +463,9 @@ def fit(run: Run, console: Console, quiet: bool = False) -> dict[str, Any]:
                 stop = end_of_epoch(run, row)
                 state.history.append(row)
                 state.epoch, state.batch, state.meter = state.epoch + 1, 0, {}
-                if writer:
-                    writer.rewrite(state.history)
+                if saves:
+                    if writer:
+                        writer.rewrite(state.history)
                     save_run_checkpoint(run, "last.pt")
                     if state.best_epoch == row["epoch"]:
                         save_run_checkpoint(run, "best.pt")
@@ -404,12 +476,13 @@ def fit(run: Run, console: Console, quiet: bool = False) -> dict[str, Any]:
                 if cfg.max_steps and state.step >= cfg.max_steps:
                     break
         except Interrupted as exc:
-            if writer:
-                writer.rewrite(state.history)
+            if saves:
+                if writer:
+                    writer.rewrite(state.history)
                 exc.checkpoint = save_run_checkpoint(run, "last.pt")
             raise
     summary = make_summary(run, time.perf_counter() - started, stopped_early, unit)
-    if run.run_dir:
+    if writer:
         plot_curves(state.history, run.run_dir / "curves.png")
         write_json(run.run_dir / "summary.json", summary)
     return summary
@@ -423,8 +496,9 @@ def run_epoch(run: Run, progress: TrainProgress) -> dict[str, Any]:
     row = {"kind": "epoch", "epoch": state.epoch + 1, "step": state.step, **train,
            "valid_loss": None, "valid_acc": None, "lr": run.optimizer.param_groups[0]["lr"]}
     if run.valid_loader is not None:
-        valid = evaluate(run.model, run.valid_loader, run.loss_fn, run.device, run.precision,
-                         run.output_kind, run.data.classes, stop=run.stop)
+        valid = evaluate(unwrap(run.model), run.valid_loader, run.loss_fn, run.device, run.precision,
+                         run.output_kind, run.data.classes, reduce=run.dist.enabled,
+                         stop=None if run.dist.enabled else run.stop)  # ranks stop together, at a step
         row.update(valid_loss=valid["loss"], valid_acc=valid["accuracy"])
     row["time_s"] = time.perf_counter() - epoch_started
     if run.scheduler is not None and run.interval == "epoch":
@@ -458,7 +532,7 @@ def make_summary(run: Run, seconds: float, stopped_early: bool, unit: str) -> di
 
 def checkpoint_payload(run: Run) -> dict[str, Any]:
     """What eval, predict and resume need: weights, states, config, classes, vocabulary."""
-    data = run.data
+    data, rng = run.data, rng_state()
     return {
         "task": data.task,
         "config": run.config.model_dump(mode="json"),
@@ -471,14 +545,23 @@ def checkpoint_payload(run: Run) -> dict[str, Any]:
         "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
         "scaler": run.scaler.state_dict(),
         "state": asdict(run.state),
-        "rng": rng_state(),
+        "rng": rng,
+        "world": {"size": run.dist.world_size, "global_batch": run.config.data.loader.batch_size
+                  * run.dist.world_size, "rng": gather(rng), "meters": gather(run.state.meter)},
         "versions": {"torch": str(torch.__version__)},
     }
 
 
 def save_run_checkpoint(run: Run, name: str) -> Path:
-    """checkpoints/<name>; with `train.keep_last: K`, last.pt is also kept as step-N.pt, K of them."""
-    path = save_checkpoint(run.run_dir / "checkpoints" / name, checkpoint_payload(run))
+    """checkpoints/<name>; with `train.keep_last: K`, last.pt is also kept as step-N.pt, K of them.
+
+    Under DDP every rank calls this (their RNG states are gathered) and rank 0 writes.
+    """
+    path = run.run_dir / "checkpoints" / name
+    payload = checkpoint_payload(run)
+    if not run.dist.is_main:
+        return path
+    save_checkpoint(path, payload)
     keep = run.config.train.keep_last
     if keep and name == "last.pt":
         keep_copy(path, path.with_name(f"step-{run.state.step:08d}.pt"))
@@ -513,12 +596,23 @@ def restore(run: Run, payload: dict[str, Any]) -> list[str]:
     saved = payload["config"]
     now = run.config.model_dump(mode="json")
     for key in MUST_MATCH:
-        if saved.get(key) != now.get(key):
-            field = first_difference(saved.get(key), now.get(key), key)
+        if must_match(saved, key) != must_match(now, key):
+            field = first_difference(must_match(saved, key), must_match(now, key), key)
             raise CheckpointError(f"cannot resume: {field} differs from the checkpoint's config",
                                   "resume with the same value, or start a new run without --resume")
     changes = [f"{first_difference(saved[k], now[k], k)} changed" for k in now
                if k not in MUST_MATCH and saved.get(k) != now[k]]
+    if saved["data"]["loader"] != now["data"]["loader"]:
+        changes.append(f"{first_difference(saved['data']['loader'], now['data']['loader'], 'data.loader')} changed")
+    world = payload.get("world", {"size": 1, "global_batch": saved["data"]["loader"]["batch_size"], "rng": []})
+    global_batch = run.config.data.loader.batch_size * run.dist.world_size
+    if payload["state"]["batch"] and world["global_batch"] != global_batch:
+        raise CheckpointError(f"cannot resume mid-epoch with another global batch: the checkpoint ran "
+                              f"{world['size']} process(es) x batch {world['global_batch'] // world['size']}, "
+                              f"this run {run.dist.world_size} x {run.config.data.loader.batch_size}",
+                              "keep batch_size x processes the same, or resume from an epoch-end checkpoint")
+    if world["size"] != run.dist.world_size:
+        changes.append(f"processes {world['size']} -> {run.dist.world_size} (random streams restart per rank)")
     if payload["classes"] != run.data.classes:
         raise CheckpointError("cannot resume: the data's classes differ from the checkpoint's",
                               f"the checkpoint has {', '.join(payload['classes'][:10])}")
@@ -540,8 +634,21 @@ def restore(run: Run, payload: dict[str, Any]) -> list[str]:
                 setattr(run.scheduler, key, value)
     run.scaler.load_state_dict(payload["scaler"])
     run.state = TrainState(**payload["state"])
-    restore_rng(payload["rng"])
+    same_world = len(world["rng"]) == run.dist.world_size
+    restore_rng(world["rng"][run.dist.rank] if same_world else payload["rng"])
+    meters = world.get("meters") or [run.state.meter]  # each rank's sums of the epoch so far
+    if same_world:
+        run.state.meter = meters[run.dist.rank]
+    else:  # another number of processes: rank 0 carries all the sums, so their total is unchanged
+        run.state.meter = {k: sum(m.get(k, 0) for m in meters) for k in meters[0]} if run.dist.is_main else {}
     return changes
+
+
+def must_match(config: dict[str, Any], key: str) -> Any:
+    """The part of a config section that a resumed run must keep (data.loader may change)."""
+    if key == "data" and isinstance(config.get("data"), dict):
+        return {k: v for k, v in config["data"].items() if k != "loader"}
+    return config.get(key)
 
 
 def first_difference(a: Any, b: Any, path: str) -> str:

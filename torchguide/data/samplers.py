@@ -44,6 +44,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.seed, self.shuffle, self.rank, self.world_size = seed, shuffle, rank, world_size
         self.epoch, self.start = 0, 0
         self._batches: list[list[int]] | None = None
+        self._sizes: list[int] = []
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Select the order of `epoch`, skipping its first `start` batches (for resume)."""
@@ -58,13 +59,20 @@ class EpochBatchSampler(Sampler[list[int]]):
     def batches(self) -> list[list[int]]:
         """This rank's batches for the current epoch (all of them, from batch 0)."""
         if self._batches is None:
-            self._batches = shard(self.global_batches(), self.rank, self.world_size)
+            batches = self.global_batches()
+            self._sizes = [len(b) for b in batches]
+            self._batches = shard(batches, self.rank, self.world_size)
         return self._batches
 
+    def global_sizes(self) -> list[int]:
+        """The size of each global batch of the epoch (all ranks' slices together)."""
+        self.batches()
+        return self._sizes
+
     def __iter__(self) -> Iterator[list[int]]:
-        base = (self.seed * 100_003 + self.epoch) * 1_000_003
+        base = ((self.seed * 100_003 + self.epoch) * 1_000_003) * 1_009 + self.rank
         for k, batch in enumerate(self.batches()[self.start:], self.start):
-            yield SeededBatch(batch, (base + k) % (1 << 63))
+            yield SeededBatch(batch, (base + k * 1_009) % (1 << 63))
 
     def __len__(self) -> int:
         return len(self.batches()) - self.start

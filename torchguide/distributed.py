@@ -1,0 +1,170 @@
+"""Distributed training on torch's own stack: torch.distributed, DDP and the torchrun launcher.
+
+A process learns that it is one of several from the environment torchrun sets (RANK,
+WORLD_SIZE, LOCAL_RANK, ...), whoever started it: `guide ... --nproc N` (which runs
+`torch.distributed.run` in-process) or an external `torchrun` across machines. The
+helpers below are no-ops in a single process, so the loop calls them unconditionally.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as td
+
+from torchguide.errors import ConfigError, GuideError, RunFailed
+
+TIMEOUT = timedelta(minutes=10)  # a collective that waits longer than this fails the job instead of hanging
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the job."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    local_world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = Dist()
+
+
+def launched() -> bool:
+    """True in a process started by torchrun (or `guide --nproc`)."""
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"))
+
+
+def env_dist() -> Dist:
+    env = os.environ
+    world = int(env["WORLD_SIZE"])
+    return Dist(int(env["RANK"]), int(env["LOCAL_RANK"]), world, int(env.get("LOCAL_WORLD_SIZE", world)))
+
+
+def setup(strategy: str, device_request: str) -> tuple[Dist, torch.device | None]:
+    """Join the process group when launched by torchrun; returns (dist, this rank's device or None).
+
+    nccl on CUDA, gloo on the CPU. A single process returns (SINGLE, None): the device is
+    then picked as usual.
+    """
+    if not launched():
+        return SINGLE, None
+    if strategy not in ("auto", "ddp"):
+        raise ConfigError(f"train.strategy: {strategy} in a job of {os.environ['WORLD_SIZE']} processes",
+                          "use train.strategy=auto or ddp under torchrun / --nproc")
+    dist = env_dist()
+    use_cuda = device_request in ("auto", "cuda") and torch.cuda.is_available()
+    if device_request.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("train.device: cuda asked for, but no CUDA GPU is visible", "use train.device=auto or cpu")
+    if use_cuda:
+        device = torch.device("cuda", dist.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if not td.is_initialized():
+        td.init_process_group("nccl" if use_cuda else "gloo", timeout=TIMEOUT,
+                              device_id=device if use_cuda else None)
+    return dist, device
+
+
+def teardown() -> None:
+    if td.is_initialized():
+        td.destroy_process_group()
+
+
+def active() -> bool:
+    return td.is_available() and td.is_initialized() and td.get_world_size() > 1
+
+
+def all_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over all ranks, in place (nothing in a single process)."""
+    if active():
+        td.all_reduce(tensor, op=td.ReduceOp.SUM)
+    return tensor
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True when `flag` is true on any rank (a collective: every rank must call it)."""
+    if not active():
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    td.all_reduce(value, op=td.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def gather(obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order, on every rank."""
+    if not active():
+        return [obj]
+    out: list[Any] = [None] * td.get_world_size()
+    td.all_gather_object(out, obj)
+    return out
+
+
+def broadcast(obj: Any) -> Any:
+    """Rank 0's `obj` on every rank."""
+    if not active():
+        return obj
+    box = [obj]
+    td.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier() -> None:
+    if active():
+        td.barrier()
+
+
+# ---------------------------------------------------------------- launching
+
+def launch(nproc: int, argv: list[str]) -> None:
+    """Run `guide argv` in `nproc` local processes through torch.distributed.run (torchrun).
+
+    Returns when every rank has finished; a failed rank ends the job and raises a
+    GuideError naming it (exit code 2 when the rank failed on bad input, else 1).
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // nproc)))  # torchrun would force 1
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # ranks report their own errors
+    args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0",
+                                         "--monitor-interval=0.2", "--module", "cli.main", *argv])
+    try:
+        run(args)
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        code = failure.exitcode
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        error = GuideError if code == 2 else RunFailed
+        raise error(f"rank {rank} of {nproc} {how}; the job was stopped",
+                    "its message is above" if code > 0 else "look for memory or signal trouble") from None
+    except SignalException as exc:  # Ctrl-C or SIGTERM to the launcher: the ranks got it too and saved
+        raise RunFailed(f"the job was stopped by {exc.sigval.name}", "rank 0's message above says how to resume") \
+            from None
+    finally:
+        sys.stdout.flush()
+
+
+def lost_peer(exc: BaseException) -> bool:
+    """True for the error a rank gets when another rank of the job died under it."""
+    text = str(exc)
+    return active() and isinstance(exc, RuntimeError) and any(
+        s in text for s in ("Connection reset by peer", "Connection closed by peer", "NCCL communicator was aborted",
+                            "Broken pipe", "Socket Timeout", "timed out"))
