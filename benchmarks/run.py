@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import image_loop, text_buckets  # noqa: E402
+from benchmarks import ddp, image_loop, text_buckets  # noqa: E402
 
 
 def main() -> None:
@@ -25,6 +25,11 @@ def main() -> None:
     pack = text["length_buckets+pack"]["seconds"] / buckets["seconds"]
     results.append({"name": "bilstm packed / unpacked epoch time (informational)", "value": round(pack, 3),
                     "target": "pick the faster as default", "met": True})
+    for task, r in ddp.measure().items():
+        results.append({"name": f"{task}: 2 DDP processes / 1 process, {r['unit']} (2 cores)",
+                        "value": round(r["scaling"], 3), "target": "informational", "met": True})
+        results.append({"name": f"{task}: DDP step time / one process at equal per-process work",
+                        "value": round(r["ddp_step_overhead"], 3), "target": "informational", "met": True})
     width = max(len(r["name"]) for r in results)
     for r in results:
         print(f"{r['name']:{width}s}  {r['value']:>8}  target {r['target']:>10}  {'met' if r['met'] else 'MISSED'}")

@@ -22,7 +22,7 @@ import torch
 from tests.conftest import ROOT, digits_overrides, reviews_overrides
 
 CRASH = ROOT / "tests" / "crash.py"
-TIMING = ("time_s", "samples_per_s")  # the only fields allowed to differ between runs
+TIMING = ("time_s", "samples_per_s", "tokens_per_s")  # the only fields allowed to differ between runs
 
 
 class Guide:

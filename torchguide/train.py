@@ -293,8 +293,9 @@ def train_one_epoch(run: Run, progress: TrainProgress) -> dict[str, float]:
     state.meter = meter.state()
     values = meter.reduced()
     check_values(run, values["loss"])
+    elapsed = max(time.perf_counter() - started, 1e-9) / run.dist.world_size  # rates count every rank's samples
     return {"train_loss": values["loss"], "train_acc": values["acc"], "padding": values["padding"],
-            "samples_per_s": seen * run.dist.world_size / max(time.perf_counter() - started, 1e-9)}
+            "samples_per_s": seen / elapsed, "tokens_per_s": tokens / elapsed if tokens else None}
 
 
 def gradient_sync(model: nn.Module, stepping: bool) -> contextlib.AbstractContextManager:
