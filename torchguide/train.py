@@ -190,6 +190,8 @@ def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
         notes.append(f"strategy: DistributedDataParallel over {dist.world_size} processes "
                      f"({'nccl' if device.type == 'cuda' else 'gloo'}), global batch "
                      f"{config.data.loader.batch_size * dist.world_size}")
+    elif config.train.strategy == "ddp":
+        notes.append("strategy: ddp in one process (start more with --nproc N or torchrun)")
     elif config.train.strategy == "dp" and device.type == "cuda" and torch.cuda.device_count() > 1:
         run.model = nn.DataParallel(model)
         notes.append(f"strategy: DataParallel over {torch.cuda.device_count()} GPUs "
@@ -226,21 +228,26 @@ def preflight(run: Run) -> None:
 
 
 def check_output(run: Run, output: Any, batch: Batch) -> None:
-    """The model's output must have one row per sample and a score for every class."""
-    name, n = run.config.model.name, batch.labels.shape[0]
+    problem = output_problem(run.config, run.target, run.data.num_classes, output, batch)
+    if problem:
+        raise ConfigError(problem)
+
+
+def output_problem(config: Config, target: str, classes: int, output: Any, batch: Batch) -> str | None:
+    """What is wrong with a model's output for the loss: one row per sample, a score per class."""
+    name, n = config.model.name, batch.labels.shape[0]
     if not isinstance(output, torch.Tensor):
-        raise ConfigError(f"model.name: {name} returns {type(output).__name__}; a classifier must return "
-                          "one tensor of scores")
-    classes = run.data.num_classes
-    wanted = (n, classes) if run.target in ("index", "onehot") else tuple(batch.target.shape)
+        return f"model.name: {name} returns {type(output).__name__}; a classifier must return one tensor of scores"
+    wanted = (n, classes) if target in ("index", "onehot") else tuple(batch.target.shape)
     if output.dim() != len(wanted) or output.shape[0] != n:
-        raise ConfigError(f"model.name: {name} outputs shape {tuple(output.shape)} for {n} samples; "
-                          f"{run.config.loss.name} wants {wanted}")
+        return (f"model.name: {name} outputs shape {tuple(output.shape)} for {n} samples; "
+                f"{config.loss.name} wants {wanted}")
     if output.shape[1:] != wanted[1:]:
         fix = "remove model.num_classes (guide sets it from the data)" if "num_classes" in \
-            run.config.model.kwargs else "make the model's last layer output one score per class"
-        raise ConfigError(f"model.name: {name} outputs {output.shape[1]} score(s) per sample, but "
-                          f"{run.config.loss.name} on {classes} classes wants {wanted[1]}: {fix}")
+            config.model.kwargs else "make the model's last layer output one score per class"
+        return (f"model.name: {name} outputs {output.shape[1]} score(s) per sample, but "
+                f"{config.loss.name} on {classes} classes wants {wanted[1]}: {fix}")
+    return None
 
 
 # ------------------------------------------------------------------ the loop
@@ -540,7 +547,7 @@ def checkpoint_payload(run: Run) -> dict[str, Any]:
         "classes": data.classes,
         "vocab": data.vocab.itos if data.vocab else None,
         "facts": {"vocab_size": data.vocab_size, "in_channels": data.in_channels,
-                  "in_features": data.in_features},
+                  "in_features": data.in_features, "input_shape": data.input_shape},
         "model": unwrap(run.model).state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,

@@ -40,6 +40,7 @@ class Data:
     vocab_size: int | None = None
     in_channels: int | None = None
     in_features: int | None = None
+    input_shape: list[int] | None = None  # one image after its transforms, (C, H, W)
 
     @property
     def num_classes(self) -> int:
@@ -134,7 +135,8 @@ def image_data(config: Config, raw: dict[str, ImageSamples], classes: list[str] 
             ds = remap_classes(ds, classes, name)
         splits[name] = ds.view(transform=train_tf if name == "train" else eval_tf)
     sample = next(iter(splits.values()))[0][0]
-    return Data("image", classes, splits, in_channels=int(sample.shape[0]), in_features=int(sample.numel()))
+    return Data("image", classes, splits, in_channels=int(sample.shape[0]), in_features=int(sample.numel()),
+                input_shape=list(sample.shape))
 
 
 def remap_classes(ds: ImageSamples, classes: list[str], split: str) -> ImageSamples:
