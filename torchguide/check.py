@@ -94,8 +94,10 @@ class Checker:
         self.target, self.outputs = resolve_target(cfg.loss.name, self.data.num_classes)
         self.loader = make_loader(train, cfg, self.data, train=True, device=self.device)
         self.loader.batch_sampler.set_epoch(0)
+        batches = iter(self.loader)
+        self.batch = next(batches)
         started = time.perf_counter()
-        self.batch = next(iter(self.loader))
+        next(batches, None)  # the second batch: loading time without the loader's start-up
         self.load_s = time.perf_counter() - started
         shapes = ", ".join(f"{tuple(t.shape)} {dtype(t)}" for t in self.batch.inputs)
         self.add("data", "ok", f"one batch: inputs {shapes}; targets {tuple(self.batch.target.shape)} "
@@ -215,7 +217,7 @@ class Checker:
     def check_step(self) -> None:
         cfg = self.config
         self.optimizer = build_optimizer(cfg.optimizer.name, self.model.parameters(), **cfg.optimizer.kwargs)
-        before = float(self.loss)
+        before = float(self.loss.detach())
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
