@@ -235,7 +235,7 @@ CASES: list[Case] = [
      "write positive sizes"),
     ("layer argument without a value", lambda w: ["inspect-layer", "linear", "in_features"], 2, "name=value"),
     ("unknown list kind", lambda w: ["list", "layerz"], 2, "unknown kind"),
-    ("unknown data source", lambda w: ["data", "mnist", "--out", str(w.tmp / "m")], 2, "unknown data source"),
+    ("unknown data source", lambda w: ["data", "mnist", "--out", str(w.tmp / "m")], 2, "no such command 'mnist'"),
 ]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchvision.transforms.v2.functional import pil_to_tensor
 from PIL import Image
 
 from torchguide.config import load_config
@@ -33,7 +34,7 @@ def test_image_folder_on_digits(digits_dir: Path) -> None:
     ds = image_folder(str(digits_dir / "train"))
     assert ds.classes == [str(i) for i in range(10)] and len(ds) == 1438 and ds.mode == "L"
     image, label = ds[0]
-    assert image.size == (8, 8) and label == 0
+    assert image.shape == (1, 8, 8) and image.dtype == torch.uint8 and label == 0
 
 
 def test_glob_dataset_sorts_classes_and_opens_lazily(tmp_path: Path) -> None:
@@ -58,8 +59,10 @@ def test_mixed_modes_are_converted(tmp_path: Path) -> None:
     root = make_tree(tmp_path, {"a": [("1.png", "L"), ("2.png", "RGBA")], "b": [("3.png", "RGB"), ("4.png", "P")]})
     ds = image_folder(str(root))
     assert ds.mode == "RGB"
-    assert {ds[i][0].mode for i in range(4)} == {"RGB"}
-    assert image_folder(str(root), mode="L")[1][0].mode == "L"
+    for i, (path, _) in enumerate(ds.samples):  # torchvision's decode gives what PIL's convert gives
+        with Image.open(path) as image:
+            assert torch.equal(ds[i][0], pil_to_tensor(image.convert("RGB")))
+    assert image_folder(str(root), mode="L")[1][0].shape[0] == 1
 
 
 def test_unreadable_and_non_image_files_are_skipped_with_a_warning(tmp_path: Path, caplog) -> None:
@@ -113,9 +116,27 @@ def test_transforms_pipeline_completed_to_float_tensors() -> None:
     out = pipeline(image)
     assert out.shape == (3, 16, 16) and out.dtype == torch.float32
     assert out[0].max() == pytest.approx(1.0) and out[1].min() == pytest.approx(-1.0)
-    names = [type(t).__name__ for t in pipeline.transforms]
-    assert names == ["ToImage", "Resize", "ToDtype", "Normalize"]
-    assert build_pipeline(["grayscale", "center_crop" if False else "to_image"])(image).shape[0] == 1
+    parts = [[type(t).__name__ for t in part.transforms] for part in (pipeline.fixed, pipeline.batch)]
+    assert parts == [["ToImage", "Resize"], ["ToDtype", "Normalize"]]  # uint8 per image, float per batch
+    assert build_pipeline(["grayscale", "to_image"])(image).shape[0] == 1
+    augment = build_pipeline(["to_image", Component(name="resize", size=[8, 8]),
+                              Component(name="random_rotation", degrees=5), Component(name="center_crop", size=[6, 6])])
+    assert [type(t).__name__ for t in augment.fixed.transforms] == ["ToImage", "Resize"]  # cacheable
+    assert [type(t).__name__ for t in augment.random.transforms] == ["RandomRotation", "CenterCrop"]
+
+
+def test_memory_cache_keeps_the_fixed_part(digits_dir: Path, tmp_path: Path) -> None:
+    from torchguide.config import Component
+
+    import shutil
+
+    shutil.copytree(digits_dir / "test", tmp_path / "digits")
+    ds = image_folder(str(tmp_path / "digits"))
+    cached = ds.view(transform=build_pipeline([Component(name="resize", size=[16, 16])]), cache=True)
+    first = cached[5][0]
+    shutil.rmtree(tmp_path / "digits")  # the files are gone: the cache answers
+    assert torch.equal(cached[5][0], first) and first.shape == (1, 16, 16) and first.dtype == torch.uint8
+    assert list(cached.cache) == [5]
 
 
 def test_build_data_split_and_facts(digits_dir: Path, tmp_path: Path) -> None:

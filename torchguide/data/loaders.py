@@ -133,7 +133,8 @@ def image_data(config: Config, raw: dict[str, ImageSamples], classes: list[str] 
     for name, ds in raw.items():
         if ds.classes != classes:
             ds = remap_classes(ds, classes, name)
-        splits[name] = ds.view(transform=train_tf if name == "train" else eval_tf)
+        splits[name] = ds.view(transform=train_tf if name == "train" else eval_tf,
+                               cache=config.data.cache == "memory")
     sample = next(iter(splits.values()))[0][0]
     return Data("image", classes, splits, in_channels=int(sample.shape[0]), in_features=int(sample.numel()),
                 input_shape=list(sample.shape))
@@ -183,6 +184,17 @@ def auto_workers(dataset: Dataset, task: str) -> int:
     return max(1, min(4, cores - 1))
 
 
+class FinishBatch:
+    """A collate_fn that runs the pipeline's per-batch steps (to float, normalize) on the stacked images."""
+
+    def __init__(self, collate: Any, finish: Any) -> None:
+        self.collate, self.finish = collate, finish
+
+    def __call__(self, samples: list[Any]) -> Any:
+        batch = self.collate(samples)
+        return batch._replace(inputs=(self.finish(batch.inputs[0]), *batch.inputs[1:]))
+
+
 def make_loader(dataset: Dataset, config: Config, data: Data, *, train: bool, device: torch.device,
                 rank: int = 0, world_size: int = 1, loss_name: str | None = None) -> DataLoader:
     """A DataLoader for one split with the configured collate and (for training) sampler."""
@@ -212,7 +224,14 @@ def make_loader(dataset: Dataset, config: Config, data: Data, *, train: bool, de
     if len(sampler) == 0:
         raise DataError(f"no batches: {len(dataset)} samples with batch_size {batch_size} and drop_last",
                         "lower data.loader.batch_size or set drop_last: false")
-    workers = auto_workers(dataset, data.task) if loader.num_workers == "auto" else loader.num_workers
+    cached = getattr(dataset, "cache", None) is not None
+    if loader.num_workers == "auto":  # a memory cache lives in the process that fills it: keep it in this one
+        workers = 0 if cached else auto_workers(dataset, data.task)
+    else:
+        workers = loader.num_workers
+    finish = getattr(dataset.transform, "batch", None) if isinstance(dataset, ImageSamples) else None
+    if finish is not None:
+        collate_fn = FinishBatch(collate_fn, finish)
     pin = device.type == "cuda" if loader.pin_memory == "auto" else loader.pin_memory
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=workers,
                       pin_memory=pin, persistent_workers=workers > 0,

@@ -2,13 +2,15 @@
 
 A pipeline is a list of `{name: ..., **kwargs}` (or bare names). guide completes it so it
 always ends in a float tensor: it prepends `to_image` when the list does not convert
-the PIL image itself, and inserts `to_dtype(float32, scale=True)` before the first
+the image itself, and inserts `to_dtype(float32, scale=True)` before the first
 `normalize` (or at the end), so geometric transforms run on uint8 tensors, which is
-faster than on PIL images or floats.
+faster than on PIL images or floats; the final `to_dtype` and `normalize` run once per
+batch (see `Pipeline`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -42,8 +44,43 @@ def build_transform(name: str, **kwargs: Any) -> v2.Transform:
     return TRANSFORMS.build(name, **kwargs)
 
 
-def build_pipeline(items: list[Any] | None) -> v2.Compose:
-    """A Compose from config items, completed to produce float32 tensors (see module doc)."""
+RANDOM = {"colorjitter", "autoaugment", "randaugment", "trivialaugmentwide", "augmix", "elastictransform",
+          "gaussiannoise", "mixup", "cutmix", "jpeg"}
+BATCH_STEPS = {"todtype", "normalize"}
+
+
+@dataclass
+class Pipeline:
+    """A sample's transforms in three parts, so each runs where it is cheapest.
+
+    `fixed`: the deterministic steps up to the first random one, on uint8 tensors (their
+    output can be cached); `random`: the rest of the per-sample steps; `batch`: the
+    trailing `to_dtype` / `normalize`, run once on a stacked uint8 batch instead of on
+    every image.
+    """
+
+    fixed: v2.Transform
+    random: v2.Transform
+    batch: v2.Transform | None
+
+    def sample(self, image: Any) -> Any:
+        return self.random(self.fixed(image))
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        """One image all the way to a float tensor (prediction, tests)."""
+        x = self.sample(image)
+        return self.batch(x.unsqueeze(0))[0] if self.batch is not None else x
+
+    def finish(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.batch(batch) if self.batch is not None else batch
+
+
+def is_random(name: str) -> bool:
+    return name.startswith("random") or name in RANDOM
+
+
+def build_pipeline(items: list[Any] | None) -> Pipeline:
+    """The transforms of a config, completed to produce float32 tensors (see module doc), in parts."""
     steps = [(it, {}) if isinstance(it, str) else (it.name, it.kwargs) for it in (items or [])]
     names = [key(n) for n, _ in steps]
     if not CONVERTS_IMAGE & set(names):
@@ -52,4 +89,15 @@ def build_pipeline(items: list[Any] | None) -> v2.Compose:
     if not CONVERTS_DTYPE & set(names):
         at = names.index("normalize") if "normalize" in names else len(steps)
         steps.insert(at, ("to_dtype", {"dtype": "float32", "scale": True}))
-    return v2.Compose([build_transform(n, **kw) for n, kw in steps])
+        names.insert(at, "todtype")
+    tail = len(steps)
+    while tail > 0 and names[tail - 1] in BATCH_STEPS:
+        tail -= 1
+    first_random = next((i for i, n in enumerate(names[:tail]) if is_random(n)), tail)
+    built = [build_transform(n, **kw) for n, kw in steps]
+    return Pipeline(compose(built[:first_random]), compose(built[first_random:tail]),
+                    compose(built[tail:]) if tail < len(steps) else None)
+
+
+def compose(transforms: list[v2.Transform]) -> v2.Transform:
+    return v2.Compose(transforms) if transforms else v2.Identity()
