@@ -50,6 +50,9 @@ def show_summary(summary: dict[str, Any], console: Console) -> None:
              if summary["best"] is not None else "-")]
     if summary.get("samples_per_s"):
         rows.append(("throughput", f"{summary['samples_per_s']:,.0f} samples/s"))
+    if summary.get("flops_per_s"):
+        rows.append(("utilisation", f"{summary['flops_per_s'] / 1e9:,.1f} GFLOP/s = {summary['utilisation']:.0%} of "
+                     f"this machine's {summary['peak_flops_per_s'] / 1e9:,.0f} GFLOP/s matmul peak"))
     if summary.get("test"):
         rows.append(("test loss / acc", pair(summary["test"]["loss"], summary["test"]["accuracy"])))
     if summary.get("stopped_early"):

@@ -7,8 +7,10 @@ run computes, and each returns the reason for its choice so the CLI can say it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -100,3 +102,21 @@ def inference(model: torch.nn.Module) -> Iterator[None]:
             yield
     finally:
         model.train(was_training)
+
+
+@functools.cache
+def matmul_peak(device_type: str, precision: str = "fp32") -> float:
+    """This machine's measured matmul FLOP/s (the best of a few square matmuls), the practical ceiling."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    n = 4096 if device_type == "cuda" else 1024
+    a = torch.randn(n, n, device=device_type, dtype=dtype)
+    best = 0.0
+    for _ in range(4):
+        if device_type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        a @ a
+        if device_type == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, 2 * n**3 / (time.perf_counter() - started))
+    return best

@@ -95,6 +95,8 @@ def format_stats(stats: dict[str, float], unit: str) -> str:
     parts = [f"loss {stats['loss']:.4f}", f"acc {stats['acc']:.3f}"]
     if stats.get("rate"):
         parts.append(f"{stats['rate']:,.0f} {unit}/s")
+    if stats.get("flops"):
+        parts.append(f"{stats['flops'] / 1e9:,.1f} GFLOP/s")
     if stats.get("padding") is not None:
         parts.append(f"pad {stats['padding']:.0%}")
     return "  ".join(parts)

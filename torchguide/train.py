@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from rich.console import Console
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from torchguide import distributed
 from torchguide.checkpoint import restore_rng, rng_state, save_checkpoint
@@ -30,7 +31,15 @@ from torchguide.data.collate import Batch
 from torchguide.data.loaders import Data, build_data, make_loader, supply
 from torchguide.data.samplers import EpochBatchSampler
 from torchguide.data.text import Vocab
-from torchguide.device import autocast, inference, pick_device, pick_precision, seed_everything, set_threads
+from torchguide.device import (
+    autocast,
+    inference,
+    matmul_peak,
+    pick_device,
+    pick_precision,
+    seed_everything,
+    set_threads,
+)
 from torchguide.distributed import SINGLE, Dist, all_sum, gather
 from torchguide.errors import CheckpointError, ConfigError, RunFailed
 from torchguide.interrupt import Interrupted, StopRequest
@@ -145,6 +154,7 @@ class Run:
     interval: str = "epoch"  # when the scheduler steps: after every optimizer "step" or each "epoch"
     stop: StopRequest = field(default_factory=StopRequest)  # Ctrl-C / SIGTERM, looked at after each step
     dist: Dist = SINGLE  # this process's rank and the job's size under DDP
+    train_flops: float = 0.0  # training FLOPs per image (per token for text), measured on one batch
 
 
 def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
@@ -219,12 +229,30 @@ def preflight(run: Run) -> None:
             raise ConfigError(f"model.name: {cfg.model.name} fails on a batch of this data (inputs {shapes}): "
                               f"{one_line(exc)}") from None
         check_output(run, output, batch)
+        with FlopCounterMode(display=False) as counter:
+            run.model(*batch.inputs)
+        tokens = int(batch.lengths.sum()) if batch.lengths is not None else 0
+        forward = counter.get_total_flops() + recurrent_flops(run.model) * tokens  # torch does not count RNNs
+        run.train_flops = 3 * forward / max(tokens or batch.labels.shape[0], 1)  # forward + backward ~ 3 forwards
         try:
             run.loss_fn(output, batch.target)
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
             raise ConfigError(f"loss.name: {cfg.loss.name} cannot compare the model's output "
                               f"{tuple(output.shape)} with targets {tuple(batch.target.shape)} "
                               f"{str(batch.target.dtype).removeprefix('torch.')}: {one_line(exc)}") from None
+
+
+def recurrent_flops(model: nn.Module) -> int:
+    """Forward FLOPs per token of the LSTM / GRU / RNN layers (FlopCounterMode leaves them out)."""
+    total = 0
+    for m in model.modules():
+        if isinstance(m, nn.RNNBase):
+            gates = {"LSTM": 4, "GRU": 3}.get(m.mode, 1)
+            directions = 2 if m.bidirectional else 1
+            for layer in range(m.num_layers):
+                inputs = m.input_size if layer == 0 else m.hidden_size * directions
+                total += directions * 2 * gates * m.hidden_size * (inputs + m.hidden_size)
+    return total
 
 
 def check_output(run: Run, output: Any, batch: Batch) -> None:
@@ -294,7 +322,8 @@ def train_one_epoch(run: Run, progress: TrainProgress) -> dict[str, float]:
             values = meter.values()
             check_values(run, values["loss"])
             elapsed = time.perf_counter() - started
-            progress.update(state.batch, {**values, "rate": (tokens or seen) / elapsed})
+            rate = (tokens or seen) / elapsed
+            progress.update(state.batch, {**values, "rate": rate, "flops": rate * run.train_flops})
         if cfg.max_steps and state.step >= cfg.max_steps:
             break
     state.meter = meter.state()
@@ -525,8 +554,12 @@ def step_epoch_scheduler(run: Run, row: dict[str, Any]) -> None:
 def make_summary(run: Run, seconds: float, stopped_early: bool, unit: str) -> dict[str, Any]:
     epochs = [r for r in run.state.history if r.get("kind") == "epoch"]
     last = epochs[-1] if epochs else {}
+    rate = last.get("tokens_per_s") or last.get("samples_per_s") or 0.0
+    flops = rate * run.train_flops * (run.dist.world_size if run.device.type == "cuda" else 1)
+    peak = matmul_peak(run.device.type, run.precision) * (run.dist.world_size if run.device.type == "cuda" else 1)
     return {
         "name": run.config.name, "run_dir": str(run.run_dir) if run.run_dir else None,
+        "flops_per_s": flops, "peak_flops_per_s": peak, "utilisation": flops / peak if peak else None,
         "epochs": len(epochs), "steps": run.state.step, "seconds": round(seconds, 2),
         "device": str(run.device), "precision": run.precision,
         "best_epoch": run.state.best_epoch, "best": run.state.best, "monitor": run.config.train.monitor,
