@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torchvision.transforms.v2.functional import pil_to_tensor
 from PIL import Image
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 from torchguide.config import load_config
 from torchguide.data.image import image_csv, image_folder, image_glob
@@ -126,9 +126,9 @@ def test_transforms_pipeline_completed_to_float_tensors() -> None:
 
 
 def test_memory_cache_keeps_the_fixed_part(digits_dir: Path, tmp_path: Path) -> None:
-    from torchguide.config import Component
-
     import shutil
+
+    from torchguide.config import Component
 
     shutil.copytree(digits_dir / "test", tmp_path / "digits")
     ds = image_folder(str(tmp_path / "digits"))

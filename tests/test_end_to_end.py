@@ -49,6 +49,7 @@ def image_run(digits_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 
 def test_image_eval_and_predictions(image_run: Path, digits_dir: Path, tmp_path: Path) -> None:
+    assert (image_run / "curves.png").read_bytes().startswith(b"\x89PNG")
     best = image_run / "checkpoints" / "best.pt"
     result = run("eval", "--checkpoint", str(best), "--predictions", str(tmp_path / "p.csv"), "--json")
     metrics = json.loads(result.stdout)

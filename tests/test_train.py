@@ -78,7 +78,7 @@ def test_run_directory_and_checkpoint_round_trip(digits_dir: Path, tmp_path: Pat
     cfg = digits_config(digits_dir, tmp_path, "train.epochs=2", "train.log_every=10")
     run_dir = new_run_dir(cfg)
     run, summary = train(cfg, run_dir)
-    for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "curves.png", "summary.json",
+    for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "summary.json",
                  "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "metrics.csv").read_text().count("\n") == 3  # header + 2 epochs

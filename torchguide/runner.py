@@ -24,7 +24,7 @@ from torchguide.device import autocast, inference, pick_device
 from torchguide.distributed import Dist
 from torchguide.errors import CheckpointError, ConfigError, DataError, GuideError, RunFailed
 from torchguide.interrupt import Interrupted
-from torchguide.report import write_json
+from torchguide.report import plot_curves, write_json
 from torchguide.train import build_run, evaluate, fit, model_from_checkpoint, restore, unwrap
 
 
@@ -125,6 +125,8 @@ def train_job(config: Config, task: str, path: str | Path, overrides: list[str],
             raise RunFailed("another process of the job stopped, so this one cannot go on",
                             "the first failing rank's message says why") from None
         raise
+    if dist.is_main:
+        plot_curves(run.state.history, run.run_dir / "curves.png")
     if config.data.test is not None:
         if dist.is_main:  # one process, the whole test set
             summary["test"] = score_best(run)

@@ -47,7 +47,7 @@ from torchguide.losses import build_loss, loss_meta
 from torchguide.metrics import confusion, predicted, scores
 from torchguide.optim import build_optimizer, build_scheduler, scheduler_interval
 from torchguide.registry import MODELS, one_line
-from torchguide.report import MetricsWriter, TrainProgress, atomic_write_text, plot_curves, write_json
+from torchguide.report import MetricsWriter, TrainProgress, atomic_write_text, write_json
 
 
 def resolve_target(loss_name: str, num_classes: int) -> tuple[str, int]:
@@ -476,7 +476,8 @@ def fit(run: Run, console: Console, quiet: bool = False) -> dict[str, Any]:
     """Train for the configured epochs (or steps); returns the run's summary.
 
     Writes the run directory as it goes when `run.run_dir` is set: config.yaml,
-    metrics.jsonl/csv, checkpoints/last.pt and best.pt, curves.png and summary.json.
+    metrics.jsonl/csv, checkpoints/last.pt and best.pt, and summary.json (the runner
+    draws curves.png afterwards, outside the timed loop).
     Ctrl-C or SIGTERM stops at the next safe point: last.pt is written and Interrupted
     (with its `checkpoint`) propagates.
     """
@@ -520,7 +521,6 @@ def fit(run: Run, console: Console, quiet: bool = False) -> dict[str, Any]:
             raise
     summary = make_summary(run, time.perf_counter() - started, stopped_early, unit)
     if writer:
-        plot_curves(state.history, run.run_dir / "curves.png")
         write_json(run.run_dir / "summary.json", summary)
     return summary
 
