@@ -12,7 +12,9 @@ import os
 import pickle
 import random
 import tempfile
+import threading
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +96,45 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class BackgroundWriter:
+    """Writes checkpoints on a thread, one at a time: the loop hands over a snapshot and trains on.
+
+    A failed write (a full disk ...) is raised in the loop at the next checkpoint or at
+    `wait()`; the previous file is intact either way, since each write is atomic.
+    """
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def submit(self, work: Callable[[], None]) -> None:
+        self.wait()
+        self.thread = threading.Thread(target=self.run, args=(work,), name="checkpoint-writer", daemon=True)
+        self.thread.start()
+
+    def run(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except BaseException as exc:  # handed to the loop's thread by wait()
+            self.error = exc
+
+    def wait(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
+def snapshot(obj: Any) -> Any:
+    """A copy of every tensor in a nest of dicts, lists and tuples (the training goes on changing them)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(snapshot(v) for v in obj)
+    return obj

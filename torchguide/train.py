@@ -22,10 +22,9 @@ from typing import Any
 import torch
 from rich.console import Console
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from torchguide import distributed
-from torchguide.checkpoint import restore_rng, rng_state, save_checkpoint
+from torchguide.checkpoint import BackgroundWriter, restore_rng, rng_state, save_checkpoint, snapshot
 from torchguide.config import Config, to_yaml
 from torchguide.data.collate import Batch
 from torchguide.data.loaders import Data, build_data, make_loader, supply
@@ -155,6 +154,7 @@ class Run:
     stop: StopRequest = field(default_factory=StopRequest)  # Ctrl-C / SIGTERM, looked at after each step
     dist: Dist = SINGLE  # this process's rank and the job's size under DDP
     train_flops: float = 0.0  # training FLOPs per image (per token for text), measured on one batch
+    writes: BackgroundWriter = field(default_factory=BackgroundWriter)  # checkpoint writes off the loop
 
 
 def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
@@ -229,10 +229,8 @@ def preflight(run: Run) -> None:
             raise ConfigError(f"model.name: {cfg.model.name} fails on a batch of this data (inputs {shapes}): "
                               f"{one_line(exc)}") from None
         check_output(run, output, batch)
-        with FlopCounterMode(display=False) as counter:
-            run.model(*batch.inputs)
         tokens = int(batch.lengths.sum()) if batch.lengths is not None else 0
-        forward = counter.get_total_flops() + recurrent_flops(run.model) * tokens  # torch does not count RNNs
+        forward = layer_flops(run.model, batch.inputs) + recurrent_flops(run.model) * tokens
         run.train_flops = 3 * forward / max(tokens or batch.labels.shape[0], 1)  # forward + backward ~ 3 forwards
         try:
             run.loss_fn(output, batch.target)
@@ -240,6 +238,32 @@ def preflight(run: Run) -> None:
             raise ConfigError(f"loss.name: {cfg.loss.name} cannot compare the model's output "
                               f"{tuple(output.shape)} with targets {tuple(batch.target.shape)} "
                               f"{str(batch.target.dtype).removeprefix('torch.')}: {one_line(exc)}") from None
+
+
+def layer_flops(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
+    """Forward FLOPs of the linear and convolution layers (the bulk of a classifier), by forward hooks.
+
+    (torch's FlopCounterMode counts every op, but its first use imports torch._dynamo,
+    over a second of start-up; `guide inspect-model` uses it.)
+    """
+    total = 0
+
+    def count(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Linear):
+            total += 2 * module.in_features * output.numel()
+        elif isinstance(module, nn.modules.conv._ConvNd):
+            per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
+            total += 2 * per_output * output.numel()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)]
+    try:
+        model(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
 
 
 def recurrent_flops(model: nn.Module) -> int:
@@ -402,7 +426,7 @@ def after_step(run: Run, meter: Meter) -> None:
     every = cfg.checkpoint_every
     if run.run_dir and every != "epoch" and every.steps and state.step % every.steps == 0:
         state.meter = meter.state()
-        save_run_checkpoint(run, "last.pt")
+        save_run_checkpoint(run)
 
 
 def log_step(run: Run, meter: Meter) -> None:
@@ -504,9 +528,7 @@ def fit(run: Run, console: Console, quiet: bool = False) -> dict[str, Any]:
                 if saves:
                     if writer:
                         writer.rewrite(state.history)
-                    save_run_checkpoint(run, "last.pt")
-                    if state.best_epoch == row["epoch"]:
-                        save_run_checkpoint(run, "best.pt")
+                    save_run_checkpoint(run, best=state.best_epoch == row["epoch"])
                 progress.end_epoch(row)
                 if stop:
                     stopped_early = True
@@ -517,8 +539,11 @@ def fit(run: Run, console: Console, quiet: bool = False) -> dict[str, Any]:
             if saves:
                 if writer:
                     writer.rewrite(state.history)
-                exc.checkpoint = save_run_checkpoint(run, "last.pt")
+                exc.checkpoint = save_run_checkpoint(run)
+                run.writes.wait()
             raise
+        finally:
+            run.writes.wait()  # every checkpoint on disk before fit returns or fails
     summary = make_summary(run, time.perf_counter() - started, stopped_early, unit)
     if writer:
         write_json(run.run_dir / "summary.json", summary)
@@ -593,35 +618,47 @@ def checkpoint_payload(run: Run) -> dict[str, Any]:
     }
 
 
-def save_run_checkpoint(run: Run, name: str) -> Path:
-    """checkpoints/<name>; with `train.keep_last: K`, last.pt is also kept as step-N.pt, K of them.
+def save_run_checkpoint(run: Run, best: bool = False) -> Path:
+    """checkpoints/last.pt (and best.pt, the same state, when `best`); with `train.keep_last: K`
+    also step-N.pt, K of them. Written on a background thread from a snapshot.
 
     Under DDP every rank calls this (their RNG states are gathered) and rank 0 writes.
     """
-    path = run.run_dir / "checkpoints" / name
+    path = run.run_dir / "checkpoints" / "last.pt"
     payload = checkpoint_payload(run)
     if not run.dist.is_main:
         return path
-    save_checkpoint(path, payload)
-    keep = run.config.train.keep_last
-    if keep and name == "last.pt":
-        keep_copy(path, path.with_name(f"step-{run.state.step:08d}.pt"))
-        for old in sorted(path.parent.glob("step-*.pt"))[:-keep]:
-            old.unlink(missing_ok=True)
+    payload = snapshot(payload)
+    keep, step = run.config.train.keep_last, run.state.step
+
+    def write() -> None:
+        save_checkpoint(path, payload)
+        if best:
+            keep_copy(path, path.with_name("best.pt"))
+        if keep:
+            keep_copy(path, path.with_name(f"step-{step:08d}.pt"))
+            for old in sorted(path.parent.glob("step-*.pt"))[:-keep]:
+                old.unlink(missing_ok=True)
+
+    run.writes.submit(write)
     return path
 
 
 def keep_copy(path: Path, copy: Path) -> None:
-    """A second name for a finished checkpoint: a hard link where the file system allows, else a copy."""
-    copy.unlink(missing_ok=True)
+    """A second name for a finished checkpoint, put in place atomically: a hard link where the file
+    system allows (no second write), else a copy. Later writes of `path` rename a new file over it,
+    so the copy keeps this state."""
+    tmp = copy.with_name(f".{copy.name}.link.tmp")
+    tmp.unlink(missing_ok=True)
     try:
-        os.link(path, copy)
+        os.link(path, tmp)
     except OSError:
         try:
-            shutil.copyfile(path, copy)
+            shutil.copyfile(path, tmp)
         except OSError as exc:
-            copy.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise RunFailed(f"could not keep {copy.name}: {exc.strerror or exc}", "free disk space") from None
+    os.replace(tmp, copy)
 
 
 MUST_MATCH = ("model", "data", "loss", "seed", "task")
