@@ -29,7 +29,7 @@ from rich.table import Table
 
 from torchguide.errors import RunFailed
 
-REFRESH_S = 0.25  # bars: at most 4 redraws a second
+REFRESH_S = 0.5  # bars: at most 2 redraws a second (each redraw costs a few ms of CPU)
 PLAIN_EVERY_S = 10.0  # plain lines: at most one every 10 s
 
 
