@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -86,6 +87,10 @@ class ImageSamples(Dataset):
 
 
 TORCHVISION_DECODES = (".jpg", ".jpeg", ".png")
+# torchvision 0.29 marks its decoders deprecated in favour of torchcodec, on every call; the pinned
+# version decodes correctly and fastest, so the notice is silenced here rather than shown per image.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
 
 
 def load_image(path: str, mode: str) -> torch.Tensor:
