@@ -97,15 +97,6 @@ def all_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True when `flag` is true on any rank (a collective: every rank must call it)."""
-    if not active():
-        return flag
-    value = torch.tensor([float(flag)], device=device)
-    td.all_reduce(value, op=td.ReduceOp.MAX)
-    return bool(value.item())
-
-
 def gather(obj: Any) -> list[Any]:
     """Every rank's `obj`, in rank order, on every rank."""
     if not active():
