@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as td
 
+from torchguide.device import pick_device
 from torchguide.errors import ConfigError, GuideError, RunFailed
 
 TIMEOUT = timedelta(minutes=10)  # a collective that waits longer than this fails the job instead of hanging
@@ -67,9 +68,7 @@ def setup(strategy: str, device_request: str) -> tuple[Dist, torch.device | None
         raise ConfigError(f"train.strategy: {strategy} in a job of {os.environ['WORLD_SIZE']} processes",
                           "use train.strategy=auto or ddp under torchrun / --nproc")
     dist = env_dist()
-    use_cuda = device_request in ("auto", "cuda") and torch.cuda.is_available()
-    if device_request.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("train.device: cuda asked for, but no CUDA GPU is visible", "use train.device=auto or cpu")
+    use_cuda = pick_device(device_request)[0].type == "cuda"  # the same checks and errors as one process
     if use_cuda:
         device = torch.device("cuda", dist.local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)

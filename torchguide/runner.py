@@ -25,7 +25,16 @@ from torchguide.distributed import Dist
 from torchguide.errors import CheckpointError, ConfigError, DataError, GuideError, RunFailed
 from torchguide.interrupt import Interrupted
 from torchguide.report import plot_curves, write_json
-from torchguide.train import build_run, evaluate, fit, model_from_checkpoint, restore, unwrap
+from torchguide.train import (
+    build_model,
+    build_run,
+    evaluate,
+    fit,
+    model_from_checkpoint,
+    resolve_target,
+    restore,
+    unwrap,
+)
 
 
 def new_run_dir(config: Config) -> Path:
@@ -277,8 +286,6 @@ def model_and_inputs(config_path: str | Path | None, overrides: list[str], check
         if shape is None:
             raise GuideError("this checkpoint does not record its input size", "pass --input-shape N,C,H,W")
         return model, (torch.randn(shape),), f"{checkpoint} with random input"
-    from torchguide.train import build_model, resolve_target
-
     config = load_config(config_path, overrides)
     data = build_data(config, ("train",))
     _, outputs = resolve_target(config.loss.name, data.num_classes)

@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,7 +223,7 @@ def preflight(run: Run) -> None:
         batch = run.train_loader.collate_fn([dataset[i] for i in range(min(2, len(dataset)))])  # not sharded
         batch = batch.to(run.device)
         try:
-            with autocast(run.device, run.precision):
+            with autocast(run.device, run.precision), count_layer_flops(run.model) as flops:
                 output = run.model(*batch.inputs)
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
             shapes = " and ".join(str(tuple(t.shape)) for t in batch.inputs)
@@ -230,7 +231,7 @@ def preflight(run: Run) -> None:
                               f"{one_line(exc)}") from None
         check_output(run, output, batch)
         tokens = int(batch.lengths.sum()) if batch.lengths is not None else 0
-        forward = layer_flops(run.model, batch.inputs) + recurrent_flops(run.model) * tokens
+        forward = flops[0] + recurrent_flops(run.model) * tokens
         run.train_flops = 3 * forward / max(tokens or batch.labels.shape[0], 1)  # forward + backward ~ 3 forwards
         try:
             run.loss_fn(output, batch.target)
@@ -240,30 +241,30 @@ def preflight(run: Run) -> None:
                               f"{str(batch.target.dtype).removeprefix('torch.')}: {one_line(exc)}") from None
 
 
-def layer_flops(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
-    """Forward FLOPs of the linear and convolution layers (the bulk of a classifier), by forward hooks.
+@contextlib.contextmanager
+def count_layer_flops(model: nn.Module) -> Iterator[list[int]]:
+    """Forward FLOPs of the linear and convolution layers (the bulk of a classifier) during the block,
+    by forward hooks; the count is in the yielded list's one item once the block ends.
 
     (torch's FlopCounterMode counts every op, but its first use imports torch._dynamo,
     over a second of start-up; `guide inspect-model` uses it.)
     """
-    total = 0
+    total = [0]
 
     def count(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
-        nonlocal total
         if isinstance(module, nn.Linear):
-            total += 2 * module.in_features * output.numel()
-        elif isinstance(module, nn.modules.conv._ConvNd):
+            total[0] += 2 * module.in_features * output.numel()
+        else:
             per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
-            total += 2 * per_output * output.numel()
+            total[0] += 2 * per_output * output.numel()
 
     hooks = [m.register_forward_hook(count) for m in model.modules()
              if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)]
     try:
-        model(*inputs)
+        yield total
     finally:
         for h in hooks:
             h.remove()
-    return total
 
 
 def recurrent_flops(model: nn.Module) -> int:

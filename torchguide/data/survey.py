@@ -45,7 +45,8 @@ def survey_config(config: Config) -> dict[str, Any]:
         if section is None or getattr(section, "name", None) is None:
             continue
         kwargs = dict(section.kwargs)
-        if "verify" in (DATASETS.signature(section.name).parameters if DATASETS.signature(section.name) else {}):
+        signature = DATASETS.signature(section.name)
+        if signature is not None and "verify" in signature.parameters:
             kwargs["verify"] = False  # keep unreadable files in, to list them
         dataset = DATASETS.build(section.name, **kwargs)
         if isinstance(dataset, ImageSamples):
