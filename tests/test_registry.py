@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from torch import nn
 
 from torchguide.errors import ConfigError
 from torchguide.layers import CATALOGUE
-from torchguide.losses import build_loss
-from torchguide.optim import build_optimizer, build_scheduler
 from torchguide.registry import LAYERS, LOSSES, MODELS, OPTIMIZERS, REGISTRIES, SCHEDULERS, Registry
 
 
@@ -24,7 +21,7 @@ def test_every_entry_is_described(kind: str) -> None:
 
 
 def test_torch_is_enumerated_not_hand_listed() -> None:
-    for name in ("adam", "adamw", "sgd", "rmsprop", "adadelta", "adagrad", "lbfgs"):
+    for name in ("adam", "adamw", "sgd", "rmsprop", "adadelta", "adagrad", "asgd", "nadam", "radam"):
         assert name in OPTIMIZERS
     for name in ("cross_entropy", "nll", "kl_div", "mse", "bce_with_logits", "huber", "ctc"):
         assert name in LOSSES
@@ -69,43 +66,8 @@ def test_catalogue_layers_build(name: str) -> None:
     assert isinstance(LAYERS.build(name, **kwargs), nn.Module)
 
 
-@pytest.mark.parametrize("name", [n for n in LOSSES.names() if LOSSES.entry(n).meta.get("target")])
-def test_classification_losses_build_and_run(name: str) -> None:
-    from torchguide.data.collate import encode_targets
-    from torchguide.metrics import to_probs
-
-    loss = build_loss(name)
-    output_kind, target = LOSSES.entry(name).meta["output"], LOSSES.entry(name).meta["target"]
-    labels = torch.tensor([0, 1, 1, 0])
-    classes = 2 if target.startswith("binary") else 3
-    raw = torch.randn(4, 1 if target.startswith("binary") else classes, requires_grad=True)
-    out = {"log_probs": raw.log_softmax(1) if classes > 1 else raw, "probs": torch.sigmoid(raw)
-           if target.startswith("binary") else raw.softmax(1)}.get(output_kind, raw)
-    value = loss(out, encode_targets(labels, target, classes))
-    value.backward()
-    assert torch.isfinite(value) and raw.grad is not None
-    assert to_probs(out.detach(), output_kind).shape == (4, 2 if target.startswith("binary") else classes)
-
-
-@pytest.mark.parametrize("name", OPTIMIZERS.names())
-def test_every_optimizer_is_described_or_steps(name: str) -> None:
-    entry = OPTIMIZERS.entry(name)
-    if entry.meta.get("source") != "torch.optim" or name in ("sparseadam", "lbfgs", "muon"):
-        assert OPTIMIZERS.describe(name)["signature"]
-        return
-    model = nn.Linear(4, 2)
-    opt = build_optimizer(name, model.parameters(), lr=0.01)
-    before = model.weight.detach().clone()
-    model(torch.randn(8, 4)).pow(2).mean().backward()
-    opt.step()
-    assert not torch.equal(before, model.weight)
-
-
-@pytest.mark.parametrize("name", ["step", "cosine", "one_cycle", "plateau", "linear_warmup", "none",
-                                  "exponential", "multi_step"])
-def test_schedulers_build_with_filled_arguments(name: str) -> None:
-    opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
-    kwargs = {"step": {"step_size": 2}, "exponential": {"gamma": 0.9}, "multi_step": {"milestones": [1]},
-              "linear_warmup": {"warmup_steps": 2}}.get(name, {})
-    sched = build_scheduler(name, opt, total_steps=10, epochs=2, **kwargs)
-    assert sched is None if name == "none" else hasattr(sched, "step")
+def test_left_out_entries_say_why() -> None:
+    with pytest.raises(ConfigError, match="optimizer 'lbfgs' is not available in guide: it needs a closure"):
+        OPTIMIZERS.entry("lbfgs")
+    with pytest.raises(ConfigError, match="takes a Python function"):
+        SCHEDULERS.entry("lambda_lr")

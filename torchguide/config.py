@@ -410,24 +410,26 @@ def section_fields(loc: list[str]) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
-MODEL_SUPPLIED = {"num_classes", "in_channels", "in_features", "vocab_size", "pad_index"}
 COLLATE_SUPPLIED = {"target", "num_classes", "pad_index", "max_len"}
 SAMPLER_SUPPLIED = {"lengths", "batch_size", "drop_last", "seed", "rank", "world_size", "shuffle"}
 SCHEDULER_FILLED = {"total_steps", "max_lr", "T_max", "total_iters"}
 
 
-COMPONENT_SECTIONS: list[tuple[str, Registry, set[str], set[str]]] = [
-    # path, registry, names the code supplies (refused in YAML), names it fills when absent
-    ("data.train", DATASETS, set(), set()),
-    ("data.valid", DATASETS, set(), set()),
-    ("data.test", DATASETS, set(), set()),
-    ("data.collate", COLLATES, COLLATE_SUPPLIED, set()),
-    ("data.sampler", SAMPLERS, SAMPLER_SUPPLIED, set()),
-    ("model", MODELS, MODEL_SUPPLIED, set()),
-    ("loss", LOSSES, set(), set()),
-    ("optimizer", OPTIMIZERS, {"params"}, set()),
-    ("scheduler", SCHEDULERS, {"optimizer"}, SCHEDULER_FILLED),
-]
+def component_sections() -> list[tuple[str, Registry, set[str], set[str]]]:
+    """(path, registry, names the code supplies (refused in YAML), names it fills when absent) per section."""
+    from torchguide.data.loaders import MODEL_FACTS  # the facts live with the data that fills them
+
+    return [
+        ("data.train", DATASETS, set(), set()),
+        ("data.valid", DATASETS, set(), set()),
+        ("data.test", DATASETS, set(), set()),
+        ("data.collate", COLLATES, COLLATE_SUPPLIED, set()),
+        ("data.sampler", SAMPLERS, SAMPLER_SUPPLIED, set()),
+        ("model", MODELS, set(MODEL_FACTS), set()),
+        ("loss", LOSSES, set(), set()),
+        ("optimizer", OPTIMIZERS, {"params"}, set()),
+        ("scheduler", SCHEDULERS, {"optimizer"}, SCHEDULER_FILLED),
+    ]
 
 
 def section_at(raw: dict[str, Any], path: str) -> Any:
@@ -443,7 +445,7 @@ def check_components(raw: dict[str, Any]) -> list[str]:
     Works on the raw mapping, so these problems are reported together with structural ones.
     """
     found = [(path, registry, section_at(raw, path), supplied, filled)
-             for path, registry, supplied, filled in COMPONENT_SECTIONS]
+             for path, registry, supplied, filled in component_sections()]
     transforms = section_at(raw, "data.transforms")
     for stage in ("train", "eval"):
         items = transforms.get(stage) if isinstance(transforms, dict) else None

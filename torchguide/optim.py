@@ -2,7 +2,9 @@
 
 Every optimizer in `torch.optim` (`adam`, `adamw`, `sgd`, `rmsprop`, `adadelta`, ...)
 and every optimizer of the pytorch-optimizer library (`lion`, `adan`, `ranger`, ...)
-is reachable by name. Schedulers are torch's `torch.optim.lr_scheduler` classes
+is reachable by name, except those in NOT_REGISTERED, which cannot train through a plain
+backward-then-step loop (a closure, sparse gradients, 2-D weights only, ...); asked for, they
+are refused with the reason. Schedulers are torch's `torch.optim.lr_scheduler` classes
 (`step`, `cosine_annealing` alias `cosine`, `one_cycle`, `reduce_lr_on_plateau` alias
 `plateau`, ...) plus `linear_warmup` and `none`. Each scheduler says whether it steps
 per batch or per epoch (`interval`).
@@ -21,11 +23,31 @@ from torchguide.registry import OPTIMIZERS, SCHEDULERS
 
 PER_STEP = {"OneCycleLR", "CyclicLR"}
 
+# Optimizers that cannot train a classifier through a plain backward-then-step loop, left out of the registry.
+NOT_REGISTERED = {
+    "lbfgs": "needs a closure that re-evaluates the loss", "alig": "needs a closure",
+    "bsam": "needs a closure", "sparseadam": "needs sparse gradients",
+    "muon": "takes only 2-D weight matrices (no biases or norms)",
+    "spectralsphere": "takes only 2-D weight matrices", "adago": "needs parameter groups marked for Muon",
+    "adamuon": "needs parameter groups marked for Muon", "distributedmuon": "needs parameter groups marked for Muon",
+    "muonclip": "needs parameter groups marked for Muon", "normuon": "needs parameter groups marked for Muon",
+    "adahessian": "needs a second-order backward (create_graph)", "sophiah": "needs a second-order backward",
+    "adalomo": "takes the model, not its parameters", "lomo": "takes the model, not its parameters",
+    "adammini": "takes the model, not its parameters", "demo": "needs the einops package",
+    "magma": "wraps another optimizer object",
+}
+# Schedulers whose required arguments are Python callables or other schedulers: no YAML form.
+NOT_REGISTERED_SCHEDULERS = {
+    "LambdaLR": "takes a Python function", "MultiplicativeLR": "takes a Python function",
+    "ChainedScheduler": "takes other scheduler objects", "SequentialLR": "takes other scheduler objects",
+}
+
 
 def register_torch_optimizers() -> None:
     for cls_name in sorted(dir(torch.optim)):
         cls = getattr(torch.optim, cls_name)
-        if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) and cls is not torch.optim.Optimizer:
+        if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) and cls is not torch.optim.Optimizer \
+                and cls_name.lower() not in NOT_REGISTERED:
             OPTIMIZERS.register(cls_name.lower(), cls, source="torch.optim")
 
 
@@ -34,7 +56,7 @@ def register_pytorch_optimizer() -> None:
     import pytorch_optimizer
 
     for name in sorted(pytorch_optimizer.get_supported_optimizers()):
-        if name in OPTIMIZERS:
+        if name in OPTIMIZERS or name in NOT_REGISTERED:
             continue
         try:
             cls = pytorch_optimizer.load_optimizer(name)
@@ -49,6 +71,10 @@ def register_torch_schedulers() -> None:
         cls = getattr(lr_scheduler, cls_name)
         if not isinstance(cls, type) or cls_name.startswith("_") or cls is base:
             continue
+        if cls_name in NOT_REGISTERED_SCHEDULERS:
+            for name in (cls_name, cls_name.removesuffix("LR")):
+                SCHEDULERS.leave_out(name, NOT_REGISTERED_SCHEDULERS[cls_name])
+            continue
         if not (issubclass(cls, base) or cls is lr_scheduler.ReduceLROnPlateau):
             continue
         name = snake_case(cls_name.removesuffix("LR")) if cls_name.endswith("LR") else snake_case(cls_name)
@@ -59,6 +85,8 @@ def register_torch_schedulers() -> None:
 
 register_torch_optimizers()
 register_pytorch_optimizer()
+for _name, _reason in NOT_REGISTERED.items():
+    OPTIMIZERS.leave_out(_name, _reason)
 register_torch_schedulers()
 
 

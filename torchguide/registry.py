@@ -46,6 +46,7 @@ class Registry:
         self._loaded = False
         self._entries: dict[str, Entry] = {}  # by lower-case name
         self._keys: dict[str, str | None] = {}  # normalized name or alias -> entry (None: ambiguous)
+        self._left_out: dict[str, str] = {}  # normalized name -> why it is not registered
 
     def register(
         self, name: str, obj: Callable[..., Any] | None = None, *, summary: str | None = None,
@@ -64,6 +65,10 @@ class Registry:
             return target
 
         return add if obj is None else add(obj)
+
+    def leave_out(self, name: str, reason: str) -> None:
+        """Record that `name` exists elsewhere (in torch, ...) but is not registered, and why."""
+        self._left_out[normalize(name)] = reason
 
     def _load(self) -> None:
         if not self._loaded:
@@ -103,6 +108,9 @@ class Registry:
 
     def unknown(self, name: str) -> str:
         """The message for an unknown name: a 'did you mean' and where to see the list."""
+        if normalize(str(name)) in self._left_out:
+            return (f"{self.item} {name!r} is not available in guide: it {self._left_out[normalize(str(name))]}; "
+                    f"see `guide list {self.kind}`")
         names = self.names()
         by_key = {normalize(n): n for n in names}
         close = difflib.get_close_matches(normalize(str(name)), list(by_key), n=3, cutoff=0.6)
@@ -150,6 +158,18 @@ class Registry:
             p = params[n]
             if p.default is inspect.Parameter.empty and n not in kwargs and n not in supplied:
                 problems.append(f"{n}: required by {self.entry(name).name}, add `{n}: ...`")
+        return problems + self.check_types(name, {k: v for k, v in kwargs.items() if k in named})
+
+    def check_types(self, name: str, kwargs: dict[str, Any]) -> list[str]:
+        """Problems with the types of `kwargs` against entry `name`'s annotations (see annotations.py)."""
+        from torchguide.annotations import annotations_of, check_value
+
+        hints = annotations_of(self.get(name))
+        problems = []
+        for key, value in kwargs.items():
+            problem = check_value(hints[key], value) if key in hints else None
+            if problem:
+                problems.append(f"{key}: {problem}")
         return problems
 
     def build(self, name: str, *args: Any, **kwargs: Any) -> Any:

@@ -64,10 +64,8 @@ def resolve_target(loss_name: str, num_classes: int) -> tuple[str, int]:
 
 def build_model(config: Config, data: Data, num_outputs: int) -> nn.Module:
     """The configured model, with sizes from the data filled in."""
-    runtime = {"num_classes": num_outputs, "in_channels": data.in_channels, "in_features": data.in_features,
-               "vocab_size": data.vocab_size, "pad_index": 0}
-    runtime = {k: v for k, v in supply(MODELS, config.model.name, runtime).items() if v is not None}
-    return MODELS.build(config.model.name, **{**runtime, **config.model.kwargs})  # the config's values win
+    facts = supply(MODELS, config.model.name, data.model_facts(num_outputs))
+    return MODELS.build(config.model.name, **{**facts, **config.model.kwargs})  # the config's values win
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -225,10 +223,10 @@ def preflight(run: Run) -> None:
         try:
             with autocast(run.device, run.precision), count_layer_flops(run.model) as flops:
                 output = run.model(*batch.inputs)
-        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
             shapes = " and ".join(str(tuple(t.shape)) for t in batch.inputs)
             raise ConfigError(f"model.name: {cfg.model.name} fails on a batch of this data (inputs {shapes}): "
-                              f"{one_line(exc)}") from None
+                              f"{one_line(exc)}", size_hint(cfg.model.name, batch.inputs[0])) from exc
         check_output(run, output, batch)
         tokens = int(batch.lengths.sum()) if batch.lengths is not None else 0
         forward = flops[0] + recurrent_flops(run.model) * tokens
@@ -239,6 +237,15 @@ def preflight(run: Run) -> None:
             raise ConfigError(f"loss.name: {cfg.loss.name} cannot compare the model's output "
                               f"{tuple(output.shape)} with targets {tuple(batch.target.shape)} "
                               f"{str(batch.target.dtype).removeprefix('torch.')}: {one_line(exc)}") from None
+
+
+def size_hint(model: str, inputs: torch.Tensor) -> str | None:
+    """A fix for images smaller than an architecture is known to take (from its pretrained weights)."""
+    least = MODELS.entry(model).meta.get("min_size", 1)
+    if inputs.dim() == 4 and min(inputs.shape[-2:]) < least:
+        return (f"{model} was made for images of at least {least}x{least}: "
+                f"add `{{name: resize, size: {least}}}` to data.transforms.train and eval")
+    return None
 
 
 @contextlib.contextmanager
@@ -744,7 +751,8 @@ def model_from_checkpoint(payload: dict[str, Any]) -> tuple[Config, nn.Module, V
     config = Config.model_validate(payload["config"])
     facts = payload["facts"]
     data = Data(payload["task"], payload["classes"], vocab_size=facts["vocab_size"],
-                in_channels=facts["in_channels"], in_features=facts["in_features"])
+                in_channels=facts["in_channels"], in_features=facts["in_features"],
+                input_shape=facts.get("input_shape"))
     _, num_outputs = resolve_target(config.loss.name, len(payload["classes"]))
     model = build_model(config, data, num_outputs)
     try:

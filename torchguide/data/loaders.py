@@ -8,7 +8,6 @@ wraps one split in a DataLoader with the configured collate and sampler.
 
 from __future__ import annotations
 
-import inspect
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +28,10 @@ from torchguide.registry import COLLATES, DATASETS, SAMPLERS, Registry
 SPLITS = ("train", "valid", "test")
 
 
+MODEL_FACTS = ("num_classes", "in_channels", "in_features", "image_size", "vocab_size", "pad_index")
+"""The runtime facts a model builder may take, by name in its signature, filled by `Data.model_facts`."""
+
+
 @dataclass
 class Data:
     """The datasets of a run and the facts about them that the model and loss need."""
@@ -46,14 +49,33 @@ class Data:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def image_size(self) -> int | tuple[int, int] | None:
+        """H for square images, else (H, W); None for text."""
+        if not self.input_shape or len(self.input_shape) < 3:
+            return None
+        height, width = self.input_shape[-2:]
+        return height if height == width else (height, width)
+
+    def model_facts(self, num_outputs: int) -> dict[str, Any]:
+        """Every fact of MODEL_FACTS known for this data (`num_classes` is the number of model outputs)."""
+        facts = {"num_classes": num_outputs, "in_channels": self.in_channels, "in_features": self.in_features,
+                 "image_size": self.image_size, "vocab_size": self.vocab_size,
+                 "pad_index": 0 if self.task == "text" else None}
+        return {k: v for k, v in facts.items() if v is not None}
+
 
 def supply(registry: Registry, name: str, runtime: dict[str, Any]) -> dict[str, Any]:
-    """The runtime values that entry `name`'s signature asks for."""
+    """The runtime values that entry `name` names in its signature.
+
+    Only named parameters get them: a builder that takes `**kwargs` (and forwards them to
+    a torch class) is not handed facts it did not ask for.
+    """
     sig = registry.signature(name)
     if sig is None:
         return {}
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
-    return {k: v for k, v in runtime.items() if takes_any or k in sig.parameters}
+    named = {n for n, p in sig.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {k: v for k, v in runtime.items() if k in named}
 
 
 def stratified_split(targets: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:

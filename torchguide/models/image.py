@@ -8,7 +8,10 @@ image first, explicitly, with `nn.Flatten`.
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -114,20 +117,74 @@ class SimpleCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def torchvision_builder(arch: str):
-    def build(num_classes: int, in_channels: int = 3, weights: str | None = None, **kwargs: object) -> nn.Module:
-        import torchvision
+# Arguments of torchvision classes whose default does not suit a classifier trained by guide: auxiliary
+# heads make the model return a tuple in train mode; `init_weights=None` warns and then means True.
+TORCHVISION_DEFAULTS = {"aux_logits": False, "init_weights": True}
+SIZE_ARGUMENTS = ("image_size", "input_size")  # how torchvision classes that need the image size name it
 
+
+def torchvision_builder(arch: str) -> Callable[..., nn.Module]:
+    """A builder for torchvision architecture `arch` whose signature is the arguments it really takes.
+
+    torchvision's own builders take `**kwargs` and forward them to the model class; this one
+    names the runtime facts it uses (`num_classes`, `in_channels`, and `image_size` for the
+    classes that need it, e.g. ViT and MaxViT) and the class's own options that YAML can
+    express, so config validation checks names and types before anything is built.
+    """
+    import torchvision
+
+    cls = inspect.signature(torchvision.models.get_model_builder(arch)).return_annotation
+    options = class_options(cls)
+    size_argument = next((a for a in SIZE_ARGUMENTS if a in inspect.signature(cls.__init__).parameters), None)
+
+    def build(num_classes: int, in_channels: int = 3, weights: str | None = None, image_size: Any = None,
+              **kwargs: Any) -> nn.Module:
         if in_channels != 3:
             raise ConfigError(f"model.name: {arch} takes 3-channel images, the data has {in_channels}",
-                              "add `mode: RGB` to the dataset section")
+                              "add `mode: RGB` to the dataset sections")
+        if size_argument:
+            kwargs[size_argument] = torchvision_image_size(arch, size_argument, image_size)
+        kwargs = {**{k: v for k, v in TORCHVISION_DEFAULTS.items() if k in options}, **kwargs}
         model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
         if weights:
             load_weights(model, weights)
         return model
 
+    params = [inspect.Parameter("num_classes", KEYWORD, annotation=int),
+              inspect.Parameter("in_channels", KEYWORD, default=3, annotation=int),
+              inspect.Parameter("weights", KEYWORD, default=None, annotation=str | None)]
+    if size_argument:
+        params.append(inspect.Parameter("image_size", KEYWORD, default=224, annotation=int | tuple[int, int]))
+    params += [p.replace(kind=KEYWORD, default=TORCHVISION_DEFAULTS.get(n, p.default)) for n, p in options.items()]
+    build.__signature__ = inspect.Signature(params)
     build.__doc__ = f"torchvision's {arch}, random init or weights from a local file (nothing is downloaded)."
     return build
+
+
+KEYWORD = inspect.Parameter.KEYWORD_ONLY
+
+
+def class_options(cls: type) -> dict[str, inspect.Parameter]:
+    """The optional arguments of a torchvision model class that a config can give (no callables, no layers)."""
+    from torchguide.annotations import SKIP, annotations_of, yaml_type
+
+    hints = annotations_of(cls)
+    skip = {"self", "num_classes", *SIZE_ARGUMENTS}
+    return {n: p for n, p in inspect.signature(cls.__init__).parameters.items()
+            if n not in skip and p.default is not inspect.Parameter.empty
+            and n in hints and yaml_type(hints[n]) is not SKIP}
+
+
+def torchvision_image_size(arch: str, argument: str, size: Any) -> Any:
+    """The image size in the form the class takes: ViT an int (square images), MaxViT a pair."""
+    if argument == "input_size":
+        return tuple(size) if isinstance(size, list | tuple) else (size, size)
+    if isinstance(size, list | tuple):
+        if size[0] != size[1]:
+            raise ConfigError(f"model.name: {arch} needs square images, the data's are {size[0]}x{size[1]}",
+                              "add `{name: resize, size: [S, S]}` to data.transforms")
+        size = size[0]
+    return size
 
 
 def load_weights(model: nn.Module, path: str) -> None:
@@ -152,7 +209,19 @@ def register_torchvision() -> None:
     import torchvision
 
     for arch in torchvision.models.list_models(module=torchvision.models):
-        MODELS.register(arch, torchvision_builder(arch), task="image", source="torchvision")
+        MODELS.register(arch, torchvision_builder(arch), task="image", source="torchvision",
+                        min_size=torchvision_min_size(arch))
+
+
+def torchvision_min_size(arch: str) -> int:
+    """The smallest image side `arch` is known to take (from its pretrained weights' metadata), else 1."""
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(arch)
+    except (ValueError, KeyError):
+        return 1
+    return min((min(w.meta.get("min_size", (1, 1))) for w in weights), default=1)
 
 
 register_torchvision()
