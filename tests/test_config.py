@@ -85,6 +85,29 @@ def test_component_kwargs_checked_against_signatures(tmp_path: Path) -> None:
     assert "scheduler.step_size: required by step" in joined
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["model.width=abc"], "model.width: expected int, got 'abc'"),
+    (["optimizer.name=adam", "optimizer.betas=[0.9]"],
+     "optimizer.betas: expected tuple[float | Tensor, float | Tensor], got [0.9]"),
+    (["loss.weight=[a,b]"], "loss.weight: expected Tensor | None, got ['a', 'b']"),
+    (["optimizer.lr=fast"], "optimizer.lr: expected float | Tensor, got 'fast'"),
+    (['optimizer.lr="0.1"'], "optimizer.lr: expected float | Tensor, got the text '0.1': write it without quotes"),
+    (["scheduler.name=step", "scheduler.step_size=[1]"], "scheduler.step_size: expected int, got [1]"),
+    (["model.name=resnet18", "model.zero_init_residual=maybe"], "model.zero_init_residual: expected bool"),
+    (["model.name=vit_b_16", "model.num_layers=2"], "model.num_layers: not an argument of vit_b_16"),
+    (["model.name=resnet18", "model.in_features=3"], "model.in_features: not an argument of resnet18"),
+])
+def test_component_arguments_are_type_checked(tmp_path: Path, overrides: list[str], message: str) -> None:
+    found = problems(tmp_path, BASE, overrides)
+    assert any(p.startswith(message) for p in found), found
+
+
+def test_well_typed_component_arguments_pass(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, BASE), ["optimizer.name=adam", "optimizer.betas=[0.8, 0.9]",
+                                                 "loss.weight=[1, 2.5, 1]", "model.width=8"])
+    assert config.optimizer.kwargs["betas"] == [0.8, 0.9] and config.model.kwargs["width"] == 8
+
+
 def test_valid_section_rules(tmp_path: Path) -> None:
     assert any("give either" in p for p in problems(tmp_path, BASE, ["data.valid.name=image_folder"]))
     assert any("data.valid.split" in p for p in problems(tmp_path, BASE, ["data.valid.split=1.5"]))

@@ -13,6 +13,7 @@ import contextlib
 import math
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,11 +21,12 @@ from torch import nn
 
 from torchguide.config import Config, load_config
 from torchguide.data.collate import encode_targets
-from torchguide.data.loaders import Data
-from torchguide.errors import ConfigError
+from torchguide.data.loaders import Data, build_data, make_loader
+from torchguide.errors import ConfigError, GuideError
+from torchguide.inspect import inspect_layer
 from torchguide.losses import build_loss, loss_meta
 from torchguide.optim import build_optimizer, build_scheduler, scheduler_interval
-from torchguide.registry import LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
+from torchguide.registry import COLLATES, LAYERS, LOSSES, MODELS, OPTIMIZERS, SAMPLERS, SCHEDULERS
 from torchguide.train import build_model, resolve_target
 
 # image side per architecture where 32 is too small (alexnet >= 63, inception >= 75, maxvit: multiples
@@ -220,3 +222,51 @@ def test_every_loss_takes_what_the_loop_gives_or_is_refused(name: str) -> None:
         loss.backward()
         assert loss.dim() == 0 and math.isfinite(loss.item()) and scores.grad is not None, (name, classes)
 
+
+
+@pytest.mark.parametrize("name", LAYERS.names())
+def test_every_layer_is_inspected_or_asks_for_its_arguments(name: str) -> None:
+    """`guide inspect-layer NAME` either shows the layer on a picked input or says, in one line, what to give."""
+    try:
+        report = inspect_layer(name)
+    except GuideError as exc:
+        assert "\n" not in exc.message and exc.message, name
+        return
+    assert report["outputs"], name
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS.names())
+@pytest.mark.parametrize("collate", COLLATES.names())
+def test_every_collate_and_sampler_feed_a_training_epoch(collate: str, sampler: str, digits_dir: Path) -> None:
+    """Each collate function with each sampler, through make_loader: every sample once per epoch."""
+    task = COLLATES.entry(collate).meta["task"]
+    dataset = {"text": {"name": "random_sequences", "size": 10, "min_len": 2, "max_len": 9, "vocab_size": 20},
+               "image": {"name": "image_glob", "root": str(digits_dir / "test"), "pattern": "[01]/00*.png"}}[task]
+    kwargs = {"pad_to_length": {"length": 6}}.get(collate, {})
+    config = load_config(None, raw={"name": "sweep", "data": {"train": dataset, "collate": {"name": collate, **kwargs},
+                                                              "sampler": {"name": sampler},
+                                                              "loader": {"batch_size": 4}},
+                                    "model": {"name": "bilstm" if task == "text" else "simple_cnn"}}, task=task)
+    data = build_data(config, ("train",))
+    loader = make_loader(data.splits["train"], config, data, train=True, device=torch.device("cpu"))
+    seen = []
+    for batch in loader:
+        if task == "text":
+            tokens, lengths = batch.inputs
+            assert tokens.shape[1] == (6 if collate == "pad_to_length" else int(lengths.max()))
+        seen += batch.labels.tolist()
+    assert len(seen) == len(data.splits["train"]) > 0
+
+
+@pytest.mark.parametrize("task, collate", [("text", "default"), ("image", "pad_to_longest")])
+def test_a_collate_for_the_other_kind_of_data_is_refused(task: str, collate: str) -> None:
+    raw = {"name": "x", "data": {"train": {"name": "text_csv" if task == "text" else "image_folder",
+                                           **({"path": "x.csv"} if task == "text" else {"root": "x"})},
+                                 "collate": {"name": collate}}, "model": {"name": "bilstm"}}
+    with pytest.raises(ConfigError, match=f"data.collate.name: {collate} is for .* data, this is {task} data"):
+        load_config(None, raw=raw)
+
+
+def test_text_configs_pad_by_default() -> None:
+    raw = {"name": "x", "data": {"train": {"name": "text_csv", "path": "x.csv"}}, "model": {"name": "bilstm"}}
+    assert load_config(None, raw=raw).data.collate.name == "pad_to_longest"

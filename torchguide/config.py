@@ -338,6 +338,8 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *,
         raw.setdefault(key, dict(section))
     raw = apply_overrides(raw, list(overrides))
     raw.setdefault("name", Path(path).stem if path else "run")
+    if isinstance(raw.get("data"), dict) and "collate" not in raw["data"]:
+        raw["data"]["collate"] = {"name": DEFAULT_COLLATE.get(infer_task(raw, task), "default")}
     problems: list[str] = []
     config = None
     try:
@@ -352,13 +354,39 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *,
         problems += [p for p in check_components(raw) if p not in problems]
     if task and raw.get("task") not in (None, task):
         problems.append(f"task: this is a {raw['task']} config; run it with `guide train-{raw['task']}`")
-    elif task:
+    elif task and task_mismatches(raw, task):
         problems += task_mismatches(raw, task)
+    else:
+        problems += collate_mismatch(raw, infer_task(raw, task))
     if problems:
         raise ConfigError(problems, source=source)
     if task and not config.task:
         config.task = task
     return config
+
+
+DEFAULT_COLLATE = {"image": "default", "text": "pad_to_longest"}
+
+
+def infer_task(raw: dict[str, Any], task: str | None) -> str | None:
+    """The config's task: the command's, the config's `task:`, or that of its training dataset."""
+    name = section_at(raw, "data.train.name")
+    found = raw.get("task") if isinstance(raw.get("task"), str) else None
+    if not found and isinstance(name, str) and name in DATASETS:
+        found = DATASETS.entry(name).meta.get("task")
+    return task or found
+
+
+def collate_mismatch(raw: dict[str, Any], task: str | None) -> list[str]:
+    """A collate function made for the other kind of data (stacking images for texts of many lengths)."""
+    name = section_at(raw, "data.collate.name")
+    if not task or not isinstance(name, str) or name not in COLLATES:
+        return []
+    kind = COLLATES.entry(name).meta.get("task")
+    if kind and kind != task:
+        return [f"data.collate.name: {name} is for {kind} data, this is {task} data; "
+                f"use {DEFAULT_COLLATE[task]} (or remove data.collate)"]
+    return []
 
 
 def task_mismatches(raw: dict[str, Any], task: str) -> list[str]:

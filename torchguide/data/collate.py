@@ -47,7 +47,7 @@ def encode_targets(labels: torch.Tensor, target: str, num_classes: int) -> torch
     raise ValueError(f"unknown target encoding {target!r}")
 
 
-@COLLATES.register("default")
+@COLLATES.register("default", task="image")
 def default(target: str = "index", num_classes: int = 2) -> Callable[[list[Any]], Batch]:
     """Stack same-shaped inputs (images) and encode the labels for the loss."""
 
@@ -59,7 +59,7 @@ def default(target: str = "index", num_classes: int = 2) -> Callable[[list[Any]]
     return collate
 
 
-@COLLATES.register("pad_to_longest", aliases=["collate_text"])
+@COLLATES.register("pad_to_longest", aliases=["collate_text"], task="text")
 def pad_to_longest(target: str = "index", num_classes: int = 2, pad_index: int = 0,
                    max_len: int | None = None) -> Callable[[list[Any]], Batch]:
     """The guide's `collate_text`: pad each batch to its longest sequence, return lengths too.
@@ -78,7 +78,7 @@ def pad_to_longest(target: str = "index", num_classes: int = 2, pad_index: int =
     return collate
 
 
-@COLLATES.register("pad_to_length")
+@COLLATES.register("pad_to_length", task="text")
 def pad_to_length(length: int, target: str = "index", num_classes: int = 2, pad_index: int = 0,
                   max_len: int | None = None) -> Callable[[list[Any]], Batch]:
     """Pad (or truncate) every sequence to the same `length`, whatever the batch holds."""
