@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import pytest
 import torch
 
-from torchguide.config import Component
+from torchguide.config import BatchTransform, Component, load_config
+from torchguide.data.batch_transforms import build_batch_mixer
+from torchguide.data.collate import Batch
+from torchguide.data.loaders import build_data, make_loader
 from torchguide.data.transforms import LEFT_OUT, build_pipeline, left_out_reason
-from torchguide.registry import TRANSFORMS
+from torchguide.registry import BATCH_TRANSFORMS, TRANSFORMS
 
 # sensible arguments for the transforms that require some (for a 32x32 image)
 KWARGS = {
@@ -67,3 +71,39 @@ def test_left_out_transforms_are_not_registered_and_say_why() -> None:
     assert "detection" in left_out_reason("sanitize_bounding_boxes")
     assert "videos" in left_out_reason("UniformTemporalSubsample")
     assert left_out_reason("random_crop") is None
+
+
+def mixed(name: str, p: float, labels: torch.Tensor) -> tuple[Batch, Batch]:
+    images = torch.rand(len(labels), 3, 16, 16)
+    batch = Batch((images,), labels, labels)
+    mixer = build_batch_mixer([BatchTransform(name=name, p=p, alpha=1.0)], num_classes=4)
+    return batch, mixer(batch)
+
+
+@pytest.mark.parametrize("name", BATCH_TRANSFORMS.names())
+def test_a_mixed_batch_has_soft_targets_and_its_labels(name: str) -> None:
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 1, 2, 3, 1, 0])
+    batch, out = mixed(name, 1.0, labels)
+    assert out.target.shape == (6, 4) and out.target.dtype == torch.float32
+    torch.testing.assert_close(out.target.sum(1), torch.ones(6))
+    assert torch.equal(out.labels, labels) and not torch.equal(out.inputs[0], batch.inputs[0])
+    assert (out.target[torch.arange(6), labels] > 0).all()  # each keeps a share of its own class
+    batch, same = mixed(name, 0.0, labels)
+    assert same is batch
+
+
+def test_only_training_batches_are_mixed(digits_dir: Path) -> None:
+    cfg = load_config(None, ["data.batch_transforms=[{name: cut_mix, p: 1.0}]"], raw={
+        "data": {"train": {"name": "image_folder", "root": str(digits_dir / "test")}, "valid": {"split": 0.2},
+                 "loader": {"batch_size": 8, "num_workers": 0}}, "model": {"name": "simple_cnn"}})
+    data = build_data(cfg, ("train", "valid"))
+    train = make_loader(data.splits["train"], cfg, data, train=True, device=torch.device("cpu"))
+    train.batch_sampler.set_epoch(0)
+    batch = next(iter(train))
+    assert batch.target.shape == (8, 10) and batch.labels.shape == (8,) and batch.labels.dtype == torch.long
+    torch.testing.assert_close(batch.target.sum(1), torch.ones(8))
+    assert torch.equal(batch.labels, torch.tensor([data.splits["train"].samples[i][1]
+                                                   for i in train.batch_sampler.batches()[0]]))
+    valid = make_loader(data.splits["valid"], cfg, data, train=False, device=torch.device("cpu"))
+    assert next(iter(valid)).target.dtype == torch.long
