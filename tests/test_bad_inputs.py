@@ -166,6 +166,12 @@ CASES: list[Case] = [
     ("unknown loss", lambda w: w.image("loss.name=cross_entropyy"), 2, "loss.name"),
     ("unknown scheduler", lambda w: w.image("scheduler.name=cosine_annealling"), 2, "scheduler.name"),
     ("unknown transform", lambda w: w.image("data.transforms.train=[random_flipp]"), 2, "random_flipp"),
+    ("mixing one image", lambda w: w.image("data.transforms.train=[{name: cut_mix, num_classes: 10}]"), 2,
+     "move it to data.batch_transforms"),
+    ("detection transform", lambda w: w.image("data.transforms.train=[sanitize_bounding_boxes]"), 2, "detection"),
+    ("mixed batches for nll", lambda w: w.image("data.batch_transforms=[mix_up]", "loss.name=nll"), 2,
+     "use loss cross_entropy"),
+    ("mixed batches of text", lambda w: w.text("data.batch_transforms=[mix_up]"), 2, "not texts"),
     ("misspelt optimizer argument", lambda w: w.image("optimizer.weight_decai=0.1"), 2, "weight_decai"),
     ("negative learning rate", lambda w: w.image("optimizer.lr=-0.1"), 2, "invalid learning rate"),
     ("override without a value", lambda w: w.image("train.epochs"), 2, "key=value"),
@@ -269,9 +275,11 @@ KEYS = ["name", "seed", "task", "data", "data.train", "data.train.name", "data.t
         "train.epochs", "train.max_steps", "train.precision", "train.device", "train.strategy",
         "train.checkpoint_every", "train.checkpoint_every.steps", "train.early_stopping",
         "train.early_stopping.patience", "train.threads", "train.accumulate", "train.grad_clip", "output.dir",
-        "nonsense", "model.name.deeper", "data.transforms.train.7"]
+        "nonsense", "model.name.deeper", "data.transforms.train.7", "data.batch_transforms",
+        "data.batch_transforms.0", "data.batch_transforms.0.name", "data.batch_transforms.0.p"]
 NAMES = ["simple_cnn", "bilstm", "resnet18", "adam", "sgd", "one_cycle", "cross_entropy", "image_folder",
-         "text_csv", "length_buckets", "pad_to_longest", "random_affine", "none", "auto", "epoch"]
+         "text_csv", "length_buckets", "pad_to_longest", "random_affine", "none", "auto", "epoch", "mix_up",
+         "cut_mix", "five_crop"]
 values = st.recursive(
     st.none() | st.booleans() | st.integers(-(10**9), 10**9) | st.floats() | st.text(max_size=12)
     | st.sampled_from(NAMES),

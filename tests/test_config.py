@@ -134,6 +134,52 @@ def test_task_mismatch(tmp_path: Path) -> None:
         load_config(write(tmp_path, {**BASE, "task": "image"}), task="text")
 
 
+
+MIX = "data.batch_transforms=[{name: mix_up, alpha: 0.2, p: 0.5}, {name: cut_mix, p: 0.5}]"
+
+
+def test_batch_transforms_are_validated_with_p_and_without_num_classes(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, BASE), [MIX])
+    assert [(t.name, t.kwargs, t.p) for t in cfg.data.batch_transforms] == [
+        ("mix_up", {"alpha": 0.2}, 0.5), ("cut_mix", {}, 0.5)]
+    assert load_config(write(tmp_path, BASE), ["data.batch_transforms=[cut_mix]"]).data.batch_transforms[0].p == 1
+    found = problems(tmp_path, BASE, ["data.batch_transforms=[{name: mix_up, p: 0.7}, "
+                                      "{name: cut_mix, num_classes: 10, p: 0.5}, {name: mixx, p: 0}]"])
+    assert found[0].startswith("data.batch_transforms: the p values add up to 1.2")
+    assert "data.batch_transforms.1.num_classes: set by guide from the data, remove it from the config" in found
+    assert any(p.startswith("data.batch_transforms.2.name: unknown batch_transform 'mixx'") for p in found)
+    assert problems(tmp_path, BASE, ["data.batch_transforms=[{name: mix_up, p: 2}]"]) == [
+        "data.batch_transforms.0.p: Input should be less than or equal to 1 (got 2)"]
+
+
+@pytest.mark.parametrize("loss", ["nll", "bce_with_logits", "mse", "kl_div", "custom_nll"])
+def test_batch_transforms_refuse_a_loss_without_soft_targets(tmp_path: Path, loss: str) -> None:
+    assert problems(tmp_path, BASE, [MIX, f"loss.name={loss}"]) == [
+        f"loss.name: {loss} cannot learn from the class probabilities that data.batch_transforms "
+        "(mix_up, cut_mix) makes: use loss cross_entropy, or remove data.batch_transforms"]
+
+
+def test_batch_transforms_refuse_text(tmp_path: Path) -> None:
+    text = {"name": "t", "data": {"train": {"name": "text_csv", "path": "x.csv"}}, "model": {"name": "bilstm"}}
+    message = ("data.batch_transforms: batch transforms (mix_up) mix images, not texts: "
+               "remove data.batch_transforms")
+    assert problems(tmp_path, text, ["data.batch_transforms=[mix_up]"]) == [message]
+    with pytest.raises(ConfigError) as info:  # the command's task counts too
+        load_config(write(tmp_path, {**text, "data": {"train": {"name": "my_texts"}}}),
+                    ["data.batch_transforms=[mix_up]"], task="text")
+    assert message in info.value.problems
+
+
+def test_per_image_mixing_and_left_out_transforms_point_to_the_fix(tmp_path: Path) -> None:
+    found = problems(tmp_path, BASE, ["data.transforms.train=[{name: cut_mix, num_classes: 10}, MixUp, "
+                                      "sanitize_bounding_boxes, {name: five_crop, size: 4}]"])
+    assert found[0].startswith("data.transforms.train.0.name: cut_mix mixes whole batches, not single images: "
+                               "move it to data.batch_transforms")
+    assert found[1].startswith("data.transforms.train.1.name: mix_up mixes whole batches")
+    assert "(detection)" in found[2] and "five images per sample" in found[3]
+    assert len(found) == 4 and all("\n" not in p for p in found)
+
+
 CUSTOM = '''
 import torch
 from torch import nn

@@ -103,3 +103,15 @@ def test_text_eval_refuses_unknown_labels(text_run: Path, tmp_path: Path) -> Non
     result = runner.invoke(app, ["eval", "--checkpoint", str(text_run / "checkpoints/best.pt"),
                                  "--data", str(tmp_path / "bad.csv")])
     assert result.exit_code == 2 and "'excellent' are not among the trained classes" in result.stderr
+
+
+def test_mixup_and_cutmix_train_and_evaluate(digits_dir: Path, tmp_path: Path) -> None:
+    result = run("train-image", "--config", str(ROOT / "configs/image/digits_mixup.yaml"),
+                 *digits_overrides(digits_dir, tmp_path), "train.epochs=2", "data.loader.batch_size=64",
+                 "--json", "--quiet")
+    summary = json.loads(result.stdout)
+    assert summary["final"]["valid_acc"] > 0.7 and summary["test"]["accuracy"] > 0.7
+    assert summary["final"]["train_loss"] > summary["final"]["valid_loss"]  # mixed targets are harder to fit
+    best = tmp_path / "digits_mixup" / "checkpoints" / "best.pt"
+    metrics = json.loads(run("eval", "--checkpoint", str(best), "--json").stdout)
+    assert metrics["samples"] == 359 and metrics["accuracy"] > 0.7

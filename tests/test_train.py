@@ -107,6 +107,28 @@ def test_resume_continues_to_the_same_weights(digits_dir: Path, tmp_path: Path) 
     assert epochs == [1, 2, 3]
 
 
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_mid_epoch_is_exact_with_mixup_and_cutmix(digits_dir: Path, tmp_path: Path, workers: int) -> None:
+    cfg = digits_config(digits_dir, tmp_path, "train.epochs=2", "data.loader.batch_size=128",
+                        f"data.loader.num_workers={workers}",
+                        "data.transforms.train=[{name: random_rotation, degrees: 10}]",
+                        "data.batch_transforms=[{name: mix_up, alpha: 0.4, p: 0.4}, {name: cut_mix, p: 0.4}]",
+                        "train.checkpoint_every.steps=4", "train.keep_last=9")
+    run_dir = new_run_dir(cfg)
+    straight, _ = train(cfg, run_dir)
+    payload = load_checkpoint(run_dir / "checkpoints" / "step-00000016.pt")
+    assert (payload["state"]["epoch"], payload["state"]["batch"]) == (1, 5)  # 11 batches an epoch
+    resumed = build_run(cfg)
+    restore(resumed, payload)
+    fit(resumed, quiet())
+    for key, value in weights(straight).items():
+        assert torch.equal(weights(resumed)[key], value), key
+    timing = ("time_s", "samples_per_s", "tokens_per_s")
+    rows = [[{k: v for k, v in r.items() if k not in timing} for r in run.state.history] for run in (straight, resumed)]
+    assert rows[0] == rows[1]
+
+
 def test_resume_refuses_a_different_model(digits_dir: Path, tmp_path: Path) -> None:
     cfg = digits_config(digits_dir, tmp_path, "train.max_steps=1")
     run_dir = new_run_dir(cfg)

@@ -21,7 +21,7 @@ from torchguide.config import Config
 from torchguide.data.loaders import build_data, make_loader
 from torchguide.device import autocast, pick_device, pick_precision, seed_everything
 from torchguide.errors import GuideError
-from torchguide.losses import build_loss, loss_meta
+from torchguide.losses import build_loss, loss_meta, takes_soft_targets
 from torchguide.optim import build_optimizer
 from torchguide.registry import one_line
 from torchguide.train import build_model, output_problem, resolve_target
@@ -181,6 +181,10 @@ class Checker:
 
     def check_targets(self, name: str, encoding: str) -> None:
         target, classes = self.batch.target, self.output.shape[-1]
+        if target.dtype.is_floating_point and target.shape == self.output.shape and takes_soft_targets(name):
+            self.add("targets", "ok", f"{dtype(target)} {tuple(target.shape)} class probabilities "
+                     f"(data.batch_transforms mixed this batch), as {name} takes")
+            return
         if encoding == "index":
             if target.dtype.is_floating_point:
                 self.fail("targets", f"{name} wants class indices (int64), the targets are {dtype(target)}",

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from torchguide.errors import ConfigError, GuideError
 from torchguide.registry import (
+    BATCH_TRANSFORMS,
     COLLATES,
     DATASETS,
     LOSSES,
@@ -72,6 +73,12 @@ class ValidSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+class BatchTransform(Component):
+    """A `data.batch_transforms` entry: a batch transform, its arguments and `p`, its share of the batches."""
+
+    p: float = Field(default=1.0, ge=0, le=1)
+
+
 class Transforms(BaseModel):
     model_config = Strict
     train: list[str | Component] | None = None
@@ -106,11 +113,26 @@ class Data(BaseModel):
     valid: ValidSpec | None = None
     test: Component | None = None
     transforms: Transforms = Transforms()
+    batch_transforms: list[BatchTransform] = []
     loader: Loader = Loader()
     collate: Component = Component(name="default")
     sampler: Component = Component(name="random")
     vocab: Vocab = Vocab()
     cache: Literal["none", "memory"] = "none"
+
+    @field_validator("batch_transforms", mode="before")
+    @classmethod
+    def bare_names(cls, items: Any) -> Any:
+        return [{"name": it} if isinstance(it, str) else it for it in items] if isinstance(items, list) else items
+
+    @field_validator("batch_transforms")
+    @classmethod
+    def one_mix_per_batch(cls, items: list[BatchTransform]) -> list[BatchTransform]:
+        total = sum(it.p for it in items)
+        if total > 1 + 1e-9:
+            raise ValueError(f"the p values add up to {total:g}; at most one entry mixes a batch, so they must add "
+                             "up to at most 1 (e.g. p: 0.5 each for two)")
+        return items
 
 
 class EarlyStopping(BaseModel):
@@ -351,7 +373,7 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *,
         if isinstance(imports, list) and all(isinstance(i, str) for i in imports) else []
     problems += import_problems
     if not import_problems:
-        problems += [p for p in check_components(raw) if p not in problems]
+        problems += [p for p in check_components(raw, task) if p not in problems]
     if task and raw.get("task") not in (None, task):
         problems.append(f"task: this is a {raw['task']} config; run it with `guide train-{raw['task']}`")
     elif task and task_mismatches(raw, task):
@@ -467,10 +489,11 @@ def section_at(raw: dict[str, Any], path: str) -> Any:
     return node
 
 
-def check_components(raw: dict[str, Any]) -> list[str]:
+def check_components(raw: dict[str, Any], task: str | None = None) -> list[str]:
     """Look up every named component of a raw config and check its kwargs against its signature.
 
     Works on the raw mapping, so these problems are reported together with structural ones.
+    `task` is the command's (`image`, `text`), when it has one.
     """
     found = [(path, registry, section_at(raw, path), supplied, filled)
              for path, registry, supplied, filled in component_sections()]
@@ -480,13 +503,16 @@ def check_components(raw: dict[str, Any]) -> list[str]:
         for i, item in enumerate(items if isinstance(items, list) else []):
             found.append((f"data.transforms.{stage}.{i}", TRANSFORMS,
                           {"name": item} if isinstance(item, str) else item, set(), set()))
+    for i, item in enumerate(batch_transform_sections(raw)):
+        found.append((f"data.batch_transforms.{i}", BATCH_TRANSFORMS, item, {"num_classes"}, set()))
     problems = []
     for path, registry, section, supplied, filled in found:
         if not isinstance(section, dict) or not isinstance(section.get("name"), str):
             continue
         name = section["name"]
         if name not in registry:
-            problems.append(f"{path}.name: {registry.unknown(name)}")
+            why = missing_transform(name) if registry is TRANSFORMS else None
+            problems.append(f"{path}.name: {why or registry.unknown(name)}")
             continue
         kwargs = {k: v for k, v in section.items() if k != "name"}
         if path == "loss":
@@ -498,7 +524,47 @@ def check_components(raw: dict[str, Any]) -> list[str]:
     if isinstance(loss, str) and loss in LOSSES and LOSSES.entry(loss).meta.get("target", "x") is None:
         problems.append(f"loss.name: {LOSSES.entry(loss).name} does not train a classifier; "
                         "use cross_entropy, nll, bce_with_logits, kl_div, mse, ...")
-    return problems
+    return problems + batch_transform_problems(raw, task)
+
+
+def batch_transform_sections(raw: dict[str, Any]) -> list[Any]:
+    """The `data.batch_transforms` entries as mappings without `p` (not an argument of the transform)."""
+    items = section_at(raw, "data.batch_transforms")
+    return [{"name": it} if isinstance(it, str) else
+            {k: v for k, v in it.items() if k != "p"} if isinstance(it, dict) else it
+            for it in (items if isinstance(items, list) else [])]
+
+
+def missing_transform(name: str) -> str | None:
+    """Why a torchvision transform that is not registered cannot be used here, with the fix; None if not one."""
+    from torchguide.data.transforms import left_out_reason
+
+    if name in BATCH_TRANSFORMS:
+        canonical = BATCH_TRANSFORMS.entry(name).name
+        return (f"{canonical} mixes whole batches, not single images: move it to data.batch_transforms, "
+                f"e.g. `batch_transforms: [{{name: {canonical}, alpha: 0.2, p: 0.5}}]` under data")
+    reason = left_out_reason(name)
+    return f"{name} {reason}; see `guide list transforms`" if reason else None
+
+
+def batch_transform_problems(raw: dict[str, Any], task: str | None) -> list[str]:
+    """MixUp / CutMix need images and a loss that takes class probabilities."""
+    names = [it["name"] for it in batch_transform_sections(raw)
+             if isinstance(it, dict) and isinstance(it.get("name"), str) and it["name"] in BATCH_TRANSFORMS]
+    if not names:
+        return []
+    listed = ", ".join(names)
+    dataset = section_at(raw, "data.train.name")
+    kind = task or raw.get("task") or (DATASETS.entry(dataset).meta.get("task")
+                                       if isinstance(dataset, str) and dataset in DATASETS else None)
+    if kind == "text":
+        return [f"data.batch_transforms: batch transforms ({listed}) mix images, not texts: "
+                "remove data.batch_transforms"]
+    loss = section_at(raw, "loss.name")
+    if isinstance(loss, str) and loss in LOSSES and not LOSSES.entry(loss).meta.get("soft_targets"):
+        return [f"loss.name: {LOSSES.entry(loss).name} cannot learn from the class probabilities that "
+                f"data.batch_transforms ({listed}) makes: use loss cross_entropy, or remove data.batch_transforms"]
+    return []
 
 
 def loss_supplied(name: str) -> set[str]:

@@ -7,6 +7,9 @@ Each loss is registered with what it wants from the model and the data:
 - `target`: how class labels are encoded for it: `index` (int64 class indices),
   `onehot` (float rows), `binary` (one float per sample, with one model output when
   there are two classes), or None for losses that do not train a classifier.
+- `soft_targets`: True when the loss also takes class probabilities (N, C) as the target,
+  which MixUp and CutMix make (`data.batch_transforms`); a loss without it is refused
+  with them at validation.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ TORCH_LOSSES = {
     "SoftMarginLoss": ("scores", "binary_signed"),
     "MultiLabelSoftMarginLoss": ("logits", "onehot"),
 }
+# the losses that take class probabilities where they take class indices
+SOFT_TARGETS = {"CrossEntropyLoss"}
 
 
 def register_torch_losses() -> None:
@@ -41,7 +46,7 @@ def register_torch_losses() -> None:
         if isinstance(cls, type) and issubclass(cls, nn.modules.loss._Loss) and cls_name.endswith("Loss"):
             output, target = TORCH_LOSSES.get(cls_name, (None, None))
             LOSSES.register(snake_case(cls_name[: -len("Loss")]), cls, aliases=[cls_name],
-                            output=output, target=target)
+                            output=output, target=target, soft_targets=cls_name in SOFT_TARGETS)
 
 
 register_torch_losses()
@@ -99,3 +104,8 @@ def loss_meta(name: str) -> tuple[str | None, str | None]:
     """(output kind, target encoding) of loss `name`."""
     meta = LOSSES.entry(name).meta
     return meta.get("output"), meta.get("target")
+
+
+def takes_soft_targets(name: str) -> bool:
+    """Whether loss `name` is registered as taking class probabilities (MixUp / CutMix targets)."""
+    return bool(LOSSES.entry(name).meta.get("soft_targets"))

@@ -206,6 +206,7 @@ def one_line(exc: BaseException) -> str:
 MODELS = Registry("models", ["torchguide.models.image", "torchguide.models.text"])
 DATASETS = Registry("datasets", ["torchguide.data.image", "torchguide.data.text"])
 TRANSFORMS = Registry("transforms", ["torchguide.data.transforms"])
+BATCH_TRANSFORMS = Registry("batch_transforms", ["torchguide.data.batch_transforms"])
 COLLATES = Registry("collates", ["torchguide.data.collate"])
 SAMPLERS = Registry("samplers", ["torchguide.data.samplers"])
 LOSSES = Registry("losses", ["torchguide.losses"])
@@ -214,5 +215,5 @@ SCHEDULERS = Registry("schedulers", ["torchguide.optim"])
 LAYERS = Registry("layers", ["torchguide.layers"])
 
 REGISTRIES = {r.kind: r for r in (
-    MODELS, DATASETS, TRANSFORMS, COLLATES, SAMPLERS, LOSSES, OPTIMIZERS, SCHEDULERS, LAYERS
+    MODELS, DATASETS, TRANSFORMS, BATCH_TRANSFORMS, COLLATES, SAMPLERS, LOSSES, OPTIMIZERS, SCHEDULERS, LAYERS
 )}

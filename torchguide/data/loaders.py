@@ -3,7 +3,8 @@
 `build_data` loads the named datasets, carves the validation split, fixes the class
 list (and, for text, the vocabulary, from the training split only) and reports what
 the model needs to know (classes, channels, features, vocabulary size). `make_loader`
-wraps one split in a DataLoader with the configured collate and sampler.
+wraps one split in a DataLoader with the configured collate and sampler (and, for
+training, the batch transforms).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from torchguide.config import Config
+from torchguide.data.batch_transforms import MixBatches, build_batch_mixer
 from torchguide.data.image import ImageSamples
 from torchguide.data.samplers import EpochBatchSampler
 from torchguide.data.text import TextSamples, Vocab, sort_labels
@@ -207,14 +209,26 @@ def auto_workers(dataset: Dataset, task: str) -> int:
 
 
 class FinishBatch:
-    """A collate_fn that runs the pipeline's per-batch steps (to float, normalize) on the stacked images."""
+    """A collate_fn that runs the pipeline's per-batch steps (to float, normalize) on the stacked images,
+    then, for training, the batch transforms (MixUp, CutMix)."""
 
-    def __init__(self, collate: Any, finish: Any) -> None:
-        self.collate, self.finish = collate, finish
+    def __init__(self, collate: Any, finish: Any, mix: MixBatches | None = None) -> None:
+        self.collate, self.finish, self.mix = collate, finish, mix
 
     def __call__(self, samples: list[Any]) -> Any:
         batch = self.collate(samples)
-        return batch._replace(inputs=(self.finish(batch.inputs[0]), *batch.inputs[1:]))
+        if self.finish is not None:
+            batch = batch._replace(inputs=(self.finish(batch.inputs[0]), *batch.inputs[1:]))
+        return self.mix(batch) if self.mix is not None else batch
+
+
+def make_mixer(config: Config, data: Data) -> MixBatches | None:
+    """The training batches' MixUp / CutMix; ConfigError on text data (validation refuses it earlier)."""
+    items = config.data.batch_transforms
+    if items and data.task != "image":
+        raise ConfigError(f"data.batch_transforms: batch transforms ({', '.join(it.name for it in items)}) "
+                          "mix images, not texts: remove data.batch_transforms")
+    return build_batch_mixer(items, data.num_classes)
 
 
 def make_loader(dataset: Dataset, config: Config, data: Data, *, train: bool, device: torch.device,
@@ -252,8 +266,9 @@ def make_loader(dataset: Dataset, config: Config, data: Data, *, train: bool, de
     else:
         workers = loader.num_workers
     finish = getattr(dataset.transform, "batch", None) if isinstance(dataset, ImageSamples) else None
-    if finish is not None:
-        collate_fn = FinishBatch(collate_fn, finish)
+    mix = make_mixer(config, data) if train else None
+    if finish is not None or mix is not None:
+        collate_fn = FinishBatch(collate_fn, finish, mix)
     pin = device.type == "cuda" if loader.pin_memory == "auto" else loader.pin_memory
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=workers,
                       pin_memory=pin, persistent_workers=workers > 0,

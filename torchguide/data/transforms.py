@@ -1,4 +1,4 @@
-"""Image transforms from config: every `torchvision.transforms.v2` transform by name.
+"""Image transforms from config: the `torchvision.transforms.v2` transforms that fit a classifier, by name.
 
 A pipeline is a list of `{name: ..., **kwargs}` (or bare names). guide completes it so it
 always ends in a float tensor: it prepends `to_image` when the list does not convert
@@ -6,6 +6,22 @@ the image itself, and inserts `to_dtype(float32, scale=True)` before the first
 `normalize` (or at the end), so geometric transforms run on uint8 tensors, which is
 faster than on PIL images or floats; the final `to_dtype` and `normalize` run once per
 batch (see `Pipeline`).
+
+Which transforms are offered: every v2 transform that maps one image tensor to one
+image tensor with arguments a YAML file can hold (numbers, strings, lists). The rest are
+left out, each with its reason in `LEFT_OUT` (shown when a config names one):
+
+- bounding boxes and key points (detection): they need boxes or points in the sample,
+  or do nothing to an image;
+- video: they need a time axis;
+- several images per sample (`five_crop`, `ten_crop`): a classifier takes one;
+- arguments that are Python objects (other transforms, a function, a tensor);
+- a PIL image as output: the pipeline works on tensors;
+- `mix_up` and `cut_mix` mix a whole batch: they live in `data.batch_transforms`
+  (see `torchguide.data.batch_transforms`).
+
+The tests run every registered transform on uint8 RGB and grayscale images through
+`build_pipeline`, so a torchvision upgrade that adds one that does not fit shows there.
 """
 
 from __future__ import annotations
@@ -17,24 +33,51 @@ import torch
 from torchvision.transforms import v2
 
 from torchguide.layers import snake_case
-from torchguide.registry import TRANSFORMS
+from torchguide.registry import TRANSFORMS, normalize
+
+BOXES = "works on bounding boxes or key points (detection), not on a class label"
+OBJECTS = "takes Python objects as arguments, which a config cannot hold"
+BATCH = "mixes whole batches (data.batch_transforms)"
+
+# v2 transforms a classifier cannot use, and why (see the module docstring)
+LEFT_OUT = {
+    "ClampBoundingBoxes": BOXES, "ClampKeyPoints": BOXES, "ConvertBoundingBoxFormat": BOXES,
+    "RandomIoUCrop": BOXES, "SanitizeBoundingBoxes": BOXES, "SanitizeKeyPoints": BOXES,
+    "SetClampingMode": BOXES,
+    "UniformTemporalSubsample": "works on videos (a time axis), not on single images",
+    "FiveCrop": "returns five images per sample, where a classifier takes one",
+    "TenCrop": "returns ten images per sample, where a classifier takes one",
+    "Compose": f"{OBJECTS} (list the steps instead)", "RandomApply": f"{OBJECTS} (other transforms)",
+    "RandomChoice": f"{OBJECTS} (other transforms)", "RandomOrder": f"{OBJECTS} (other transforms)",
+    "Lambda": f"{OBJECTS} (a function)", "LinearTransformation": f"{OBJECTS} (a whitening matrix tensor)",
+    "ToPILImage": "returns a PIL image, where the pipeline works on tensors",
+    "MixUp": BATCH, "CutMix": BATCH,
+}
 
 
 def register_torchvision_transforms() -> None:
+    """Register every v2 transform a classifier can use as `random_crop`, `color_jitter`, ..."""
     for cls_name in sorted(dir(v2)):
         cls = getattr(v2, cls_name)
-        if isinstance(cls, type) and issubclass(cls, v2.Transform) and cls is not v2.Transform:
+        if isinstance(cls, type) and issubclass(cls, v2.Transform) and cls is not v2.Transform \
+                and cls_name not in LEFT_OUT:
             TRANSFORMS.register(snake_case(cls_name), cls, aliases=[cls_name])
 
 
 register_torchvision_transforms()
 
 CONVERTS_IMAGE = {"toimage", "piltotensor", "totensor"}
-CONVERTS_DTYPE = {"todtype", "totensor", "convertimagedtype"}
+# not `to_tensor`: it scales PIL images only, and guide decodes images to uint8 tensors
+CONVERTS_DTYPE = {"todtype", "convertimagedtype"}
 
 
 def key(name: str) -> str:
     return name.lower().replace("_", "")
+
+
+def left_out_reason(name: str) -> str | None:
+    """Why v2 transform `name` (any spelling) is not offered, or None if it is not one left out."""
+    return next((why for cls_name, why in LEFT_OUT.items() if normalize(cls_name) == normalize(name)), None)
 
 
 def build_transform(name: str, **kwargs: Any) -> v2.Transform:
@@ -45,7 +88,7 @@ def build_transform(name: str, **kwargs: Any) -> v2.Transform:
 
 
 RANDOM = {"colorjitter", "autoaugment", "randaugment", "trivialaugmentwide", "augmix", "elastictransform",
-          "gaussiannoise", "mixup", "cutmix", "jpeg"}
+          "gaussiannoise", "jpeg"}
 BATCH_STEPS = {"todtype", "normalize"}
 
 
