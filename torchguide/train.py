@@ -28,7 +28,7 @@ from torchguide import distributed
 from torchguide.checkpoint import BackgroundWriter, restore_rng, rng_state, save_checkpoint, snapshot
 from torchguide.config import Config, to_yaml
 from torchguide.data.collate import Batch
-from torchguide.data.loaders import Data, build_data, make_loader, supply
+from torchguide.data.loaders import Data, build_data, make_loader
 from torchguide.data.samplers import EpochBatchSampler
 from torchguide.data.text import Vocab
 from torchguide.device import (
@@ -66,7 +66,8 @@ def build_model(config: Config, data: Data, num_outputs: int) -> nn.Module:
     """The configured model, with sizes from the data filled in."""
     runtime = {"num_classes": num_outputs, "in_channels": data.in_channels, "in_features": data.in_features,
                "vocab_size": data.vocab_size, "pad_index": 0}
-    runtime = {k: v for k, v in supply(MODELS, config.model.name, runtime).items() if v is not None}
+    named = MODELS.signature(config.model.name)  # only the facts a builder names, not into its **kwargs
+    runtime = {k: v for k, v in runtime.items() if v is not None and named and k in named.parameters}
     return MODELS.build(config.model.name, **{**runtime, **config.model.kwargs})  # the config's values win
 
 
