@@ -189,3 +189,23 @@ def test_optimizer_group_options_are_checked_against_the_optimizer(tmp_path: Pat
     assert "optimizer.no_decay_norm_bias: rprop has no weight_decay to leave out" in joined
     assert "model.freeze: List should have at least 1 item" in joined
 
+
+
+@pytest.mark.parametrize("weights, message", [
+    ("IMAGENET1K_V2", "model.weights: 'IMAGENET1K_V2' is neither a file nor a weights name of resnet18; "
+                      "choose DEFAULT, IMAGENET1K_V1"),
+    ("ResNet50_Weights.IMAGENET1K_V2", "is neither a file nor a weights name of resnet18"),
+    ("missing/resnet.pth", "model.weights: file missing/resnet.pth does not exist"),
+])
+def test_torchvision_weights_must_be_a_file_or_a_known_name(tmp_path: Path, weights: str, message: str) -> None:
+    found = problems(tmp_path, BASE, ["model.name=resnet18", f"model.weights={weights}"])
+    assert any(message in p for p in found), found
+
+
+@pytest.mark.parametrize("weights", ["DEFAULT", "IMAGENET1K_V1", "ResNet18_Weights.IMAGENET1K_V1", "FILE"])
+def test_torchvision_weights_names_and_files_validate(tmp_path: Path, weights: str) -> None:
+    if weights == "FILE":
+        weights = str(tmp_path / "w.pt")
+        (tmp_path / "w.pt").write_bytes(b"")
+    cfg = load_config(write(tmp_path, BASE), ["model.name=resnet18", f"model.weights={weights}"])
+    assert cfg.model.kwargs == {"weights": weights}
