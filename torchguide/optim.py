@@ -126,8 +126,7 @@ def make_optimizer(model: nn.Module, spec: OptimizerSection) -> torch.optim.Opti
 
 def groups_note(optimizer: torch.optim.Optimizer) -> str:
     """One line on the parameter groups: tensors, learning rate and weight decay of each."""
-    parts = [f"{len(g['params'])} tensors lr {g.get('lr', 'none')}" + (f" weight_decay {g['weight_decay']:g}"
-                                                             if "weight_decay" in g else "")
+    parts = [f"{len(g['params'])} tensors" + "".join(f" {key} {g[key]:g}" for key in ("lr", "weight_decay") if key in g)
              for g in optimizer.param_groups]
     return f"optimizer groups: {'; '.join(parts)}"
 

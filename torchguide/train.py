@@ -192,6 +192,7 @@ def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
     threads = set_threads(config.train.threads, train_loader.num_workers, dist.local_world_size)
     loss_fn = build_loss(config.loss.name, **config.loss.kwargs).to(device)
     optimizer = make_optimizer(model, config.optimizer)
+    groups = groups_note(optimizer) if len(optimizer.param_groups) > 1 else None  # before a scheduler sets lrs
     steps_per_epoch = math.ceil(len(train_loader) / config.train.accumulate)
     total_steps = min(steps_per_epoch * config.train.epochs, config.train.max_steps or 1 << 62)
     scheduler = build_scheduler(config.scheduler.name, optimizer, total_steps, config.train.epochs,
@@ -201,8 +202,8 @@ def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
              + (" per process" if dist.enabled else "")]
     if config.model.freeze:
         notes.append(trainable_note(model))
-    if len(optimizer.param_groups) > 1:
-        notes.append(groups_note(optimizer))
+    if groups:
+        notes.append(groups)
     run = Run(config, data, model, loss_fn, optimizer, scheduler, device, precision, train_loader,
               valid_loader, target, output_kind, run_dir, notes=notes, dist=dist)
     run.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
