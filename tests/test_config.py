@@ -238,3 +238,43 @@ def test_bad_imports_are_reported(tmp_path: Path) -> None:
     assert found[0].startswith("imports[0]: cannot import 'no_such_module_xyz'")
     assert "imports[1]" in found[1] and "boom" in found[1]
     assert "imports[2]" in found[2] and "not found" in found[2]
+
+
+def test_freeze_and_optimizer_groups_are_guide_keys_not_builder_kwargs(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, BASE), ["model.freeze=features.*", "optimizer.name=adamw",
+                                              "optimizer.groups=[{params: head.*, lr: 1.0e-2, betas: [0.8, 0.9]}]",
+                                              "optimizer.no_decay_norm_bias=true"])
+    assert cfg.model.freeze == ["features.*"] and cfg.model.kwargs == {}
+    assert cfg.optimizer.kwargs == {"lr": 1e-3} and cfg.optimizer.groups[0].options == {"lr": 1e-2, "betas": [0.8, 0.9]}
+    assert "freeze" not in to_yaml(load_config(write(tmp_path, BASE)))  # keys at their default stay out of dumps
+
+
+def test_optimizer_group_options_are_checked_against_the_optimizer(tmp_path: Path) -> None:
+    found = problems(tmp_path, BASE, ["optimizer.groups=[{params: head.*, momentun: 0.9}, {lr: 1}]",
+                                      "optimizer.name=rprop", "optimizer.no_decay_norm_bias=true", "model.freeze=[]"])
+    joined = "\n".join(found)
+    assert "optimizer.groups.0.momentun: not an option of rprop; it takes lr, etas" in joined
+    assert "optimizer.groups.1.params: required, add it" in joined
+    assert "optimizer.no_decay_norm_bias: rprop has no weight_decay to leave out" in joined
+    assert "model.freeze: List should have at least 1 item" in joined
+
+
+
+@pytest.mark.parametrize("weights, message", [
+    ("IMAGENET1K_V2", "model.weights: 'IMAGENET1K_V2' is neither a file nor a weights name of resnet18; "
+                      "choose DEFAULT, IMAGENET1K_V1"),
+    ("ResNet50_Weights.IMAGENET1K_V2", "is neither a file nor a weights name of resnet18"),
+    ("missing/resnet.pth", "model.weights: file missing/resnet.pth does not exist"),
+])
+def test_torchvision_weights_must_be_a_file_or_a_known_name(tmp_path: Path, weights: str, message: str) -> None:
+    found = problems(tmp_path, BASE, ["model.name=resnet18", f"model.weights={weights}"])
+    assert any(message in p for p in found), found
+
+
+@pytest.mark.parametrize("weights", ["DEFAULT", "IMAGENET1K_V1", "ResNet18_Weights.IMAGENET1K_V1", "FILE"])
+def test_torchvision_weights_names_and_files_validate(tmp_path: Path, weights: str) -> None:
+    if weights == "FILE":
+        weights = str(tmp_path / "w.pt")
+        (tmp_path / "w.pt").write_bytes(b"")
+    cfg = load_config(write(tmp_path, BASE), ["model.name=resnet18", f"model.weights={weights}"])
+    assert cfg.model.kwargs == {"weights": weights}

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import urllib.error
+from pathlib import Path
+
 import pytest
 import torch
+import torchvision
 
+from torchguide.errors import ConfigError
 from torchguide.registry import MODELS
 
 IMAGE = ["my_neural_net", "my_crazy_neural_net", "my_custom_neural_net", "my_classification_net", "simple_cnn"]
@@ -28,6 +34,56 @@ def test_torchvision_models_build_without_download(name: str, tmp_path) -> None:
     torch.save(model.state_dict(), tmp_path / "w.pth")
     again = MODELS.build(name, num_classes=5, weights=str(tmp_path / "w.pth"))  # new head, rest loaded
     assert again(torch.randn(1, 3, 64, 64)).shape == (1, 5)
+
+
+@pytest.fixture
+def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty torch.hub cache, and no network: a download attempt fails as it does offline."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def offline(url: str, *args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+def cache_fake_weights(cache: Path, arch: str) -> torch.nn.Module:
+    """A randomly initialised 1000-class model saved under the file name torchvision downloads to."""
+    torch.manual_seed(1)
+    model = torchvision.models.get_model(arch, weights=None)
+    cache.mkdir(parents=True, exist_ok=True)
+    url = torchvision.models.get_model_weights(arch).DEFAULT.url
+    torch.save(model.state_dict(), cache / url.rsplit("/", 1)[1])
+    return model
+
+
+@pytest.mark.parametrize("weights", ["DEFAULT", "IMAGENET1K_V1", "SqueezeNet1_1_Weights.IMAGENET1K_V1"])
+def test_torchvision_weights_by_name_load_from_the_cache_with_a_new_head(
+        torch_home: Path, weights: str, caplog: pytest.LogCaptureFixture) -> None:
+    pretrained = cache_fake_weights(torch_home, "squeezenet1_1")
+    with caplog.at_level(logging.WARNING, logger="torchguide"):
+        model = MODELS.build("squeezenet1_1", num_classes=3, weights=weights)
+    assert torch.equal(model.features[0].weight, pretrained.features[0].weight)  # the backbone: loaded
+    assert model.classifier[1].weight.shape[0] == 3  # the head: new, for 3 classes
+    assert ("classifier.1.weight, classifier.1.bias initialised afresh, shape (3, 512, 1, 1) here, "
+            "(1000, 512, 1, 1) in the weights (a new classifier head); the other 50 tensors loaded") in caplog.text
+
+
+def test_torchvision_weights_offline_and_not_cached_name_the_file_and_folder(torch_home: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        MODELS.build("squeezenet1_1", num_classes=3, weights="DEFAULT")
+    (line,) = info.value.lines()
+    assert line.startswith("config error: model.weights: SqueezeNet1_1_Weights.IMAGENET1K_V1 is not in torch's "
+                           "cache and could not be downloaded (<urlopen error [Errno -2] Name or service not known>)")
+    assert line.endswith(f"put squeezenet1_1-b8a52dc0.pth (from https://download.pytorch.org/models/"
+                         f"squeezenet1_1-b8a52dc0.pth) in {torch_home}")
+
+
+def test_weights_that_fit_nothing_are_refused(tmp_path: Path) -> None:
+    torch.save({"other.weight": torch.zeros(2)}, tmp_path / "w.pt")
+    with pytest.raises(ConfigError, match="no tensor of .*w.pt fits this model"):
+        MODELS.build("squeezenet1_1", num_classes=3, weights=str(tmp_path / "w.pt"))
 
 
 def text_model(name: str, **kwargs) -> torch.nn.Module:

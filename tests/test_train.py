@@ -129,6 +129,27 @@ def test_resume_mid_epoch_is_exact_with_mixup_and_cutmix(digits_dir: Path, tmp_p
     assert rows[0] == rows[1]
 
 
+TRANSFER = ("model.name=simple_cnn", "model.width=8", "model.freeze=[features.0.*]", "optimizer.name=adamw",
+            "optimizer.groups=[{params: head.*, lr: 1.0e-2}]", "optimizer.no_decay_norm_bias=true",
+            "scheduler.name=step", "scheduler.step_size=1", "data.loader.batch_size=128")  # length-independent
+
+
+def test_frozen_layers_stay_and_grouped_resume_is_exact(digits_dir: Path, tmp_path: Path) -> None:
+    straight, _ = train(digits_config(digits_dir, tmp_path, "train.epochs=2", *TRANSFER))
+    start = build_run(digits_config(digits_dir, tmp_path, "train.epochs=2", *TRANSFER)).model.state_dict()
+    for key in ("features.0.0.weight", "features.0.1.running_mean"):  # frozen conv and its BatchNorm
+        assert torch.equal(weights(straight)[key], start[key])
+    assert [len(g["params"]) for g in straight.optimizer.param_groups] == [3, 6, 1, 1]
+    cfg = digits_config(digits_dir, tmp_path / "b", "train.epochs=1", *TRANSFER)
+    run_dir = new_run_dir(cfg)
+    train(cfg, run_dir)
+    resumed = build_run(digits_config(digits_dir, tmp_path / "b", "train.epochs=2", *TRANSFER), run_dir)
+    restore(resumed, load_checkpoint(run_dir / "checkpoints" / "last.pt"))
+    fit(resumed, quiet())
+    for key, value in weights(straight).items():
+        assert torch.equal(weights(resumed)[key], value), key
+
+
 def test_resume_refuses_a_different_model(digits_dir: Path, tmp_path: Path) -> None:
     cfg = digits_config(digits_dir, tmp_path, "train.max_steps=1")
     run_dir = new_run_dir(cfg)

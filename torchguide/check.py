@@ -22,7 +22,7 @@ from torchguide.data.loaders import build_data, make_loader
 from torchguide.device import autocast, pick_device, pick_precision, seed_everything
 from torchguide.errors import GuideError
 from torchguide.losses import build_loss, loss_meta, takes_soft_targets
-from torchguide.optim import build_optimizer
+from torchguide.optim import make_optimizer
 from torchguide.registry import one_line
 from torchguide.train import build_model, output_problem, resolve_target
 
@@ -220,7 +220,10 @@ class Checker:
 
     def check_step(self) -> None:
         cfg = self.config
-        self.optimizer = build_optimizer(cfg.optimizer.name, self.model.parameters(), **cfg.optimizer.kwargs)
+        try:
+            self.optimizer = make_optimizer(self.model, cfg.optimizer)
+        except GuideError as exc:
+            self.fail("step", "; ".join(getattr(exc, "problems", [exc.message])), exc.hint)
         before = float(self.loss.detach())
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -13,6 +13,7 @@ which imports the named modules or files so their decorators register components
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import importlib.util
@@ -22,7 +23,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from torchguide.errors import ConfigError, GuideError
 from torchguide.registry import (
@@ -50,7 +60,57 @@ class Component(BaseModel):
 
     @property
     def kwargs(self) -> dict[str, Any]:
+        """The builder's arguments: every key but `name` and the section's own declared keys."""
         return dict(self.model_extra or {})
+
+    @model_serializer(mode="wrap")
+    def drop_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave declared keys at their default out of a dumped config, so resolved configs and
+        checkpoints written before a key existed compare equal to new ones."""
+        data = handler(self)
+        for key, field in type(self).model_fields.items():
+            if key != "name" and getattr(self, key) == field.get_default(call_default_factory=True):
+                data.pop(key, None)
+        return data
+
+
+def as_patterns(value: Any) -> Any:
+    """A single pattern `'fc.*'` as the one-item list `['fc.*']`."""
+    return [value] if isinstance(value, str) else value
+
+
+class ModelSection(Component):
+    """`model:`: the builder's name and arguments, plus `freeze`, which guide applies itself."""
+
+    freeze: list[str] | None = Field(default=None, min_length=1)
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def one_or_many(cls, value: Any) -> Any:
+        return as_patterns(value)
+
+
+class ParamGroup(BaseModel):
+    """One entry of `optimizer.groups`: parameter-name patterns and the optimizer options for them."""
+
+    model_config = ConfigDict(extra="allow")
+    params: list[str] = Field(min_length=1)
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def one_or_many(cls, value: Any) -> Any:
+        return as_patterns(value)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class OptimizerSection(Component):
+    """`optimizer:`: the optimizer's name and arguments, plus parameter groups, which guide builds."""
+
+    groups: list[ParamGroup] = []
+    no_decay_norm_bias: bool = False
 
 
 class ValidSpec(BaseModel):
@@ -184,9 +244,9 @@ class Config(BaseModel):
     seed: int = 0
     imports: list[str] = []
     data: Data
-    model: Component
+    model: ModelSection
     loss: Component = Component(name="cross_entropy")
-    optimizer: Component = Component(name="adam", lr=1e-3)
+    optimizer: OptimizerSection = OptimizerSection(name="adam", lr=1e-3)
     scheduler: Component = Component(name="none")
     train: Train = Train()
     output: Output = Output()
@@ -514,12 +574,16 @@ def check_components(raw: dict[str, Any], task: str | None = None) -> list[str]:
             why = missing_transform(name) if registry is TRANSFORMS else None
             problems.append(f"{path}.name: {why or registry.unknown(name)}")
             continue
-        kwargs = {k: v for k, v in section.items() if k != "name"}
+        own = set(SECTION_TYPES.get(path, Component).model_fields)  # name, and keys guide handles itself
+        kwargs = {k: v for k, v in section.items() if k not in own}
         if path == "loss":
             supplied = loss_supplied(name)
         for p in registry.check_kwargs(name, kwargs, supplied | filled):
             if not (p.split(":", 1)[0] in filled and "set by guide" in p):
                 problems.append(f"{path}.{p}")
+        check = registry.entry(name).meta.get("check")  # an entry's own check of its values
+        problems += [f"{path}.{p}" for p in (check(kwargs) if check else [])]
+    problems += optimizer_option_problems(section_at(raw, "optimizer"))
     loss = section_at(raw, "loss.name")
     if isinstance(loss, str) and loss in LOSSES and LOSSES.entry(loss).meta.get("target", "x") is None:
         problems.append(f"loss.name: {LOSSES.entry(loss).name} does not train a classifier; "
@@ -565,6 +629,33 @@ def batch_transform_problems(raw: dict[str, Any], task: str | None) -> list[str]
         return [f"loss.name: {LOSSES.entry(loss).name} cannot learn from the class probabilities that "
                 f"data.batch_transforms ({listed}) makes: use loss cross_entropy, or remove data.batch_transforms"]
     return []
+
+
+SECTION_TYPES: dict[str, type[Component]] = {"model": ModelSection, "optimizer": OptimizerSection}
+
+
+def optimizer_option_problems(section: Any) -> list[str]:
+    """Options in `optimizer.groups` that the optimizer does not take, and `no_decay_norm_bias` for an
+    optimizer without weight decay."""
+    if not isinstance(section, dict) or not isinstance(section.get("name"), str) or section["name"] not in OPTIMIZERS:
+        return []
+    name = OPTIMIZERS.entry(section["name"]).name
+    sig = OPTIMIZERS.signature(name)
+    if sig is None or any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return []
+    takes = [n for n in sig.parameters if n != "params"]
+    problems = []
+    groups = section.get("groups")
+    for i, group in enumerate(groups if isinstance(groups, list) else []):
+        for key in (group if isinstance(group, dict) else {}):
+            if key != "params" and key not in takes:
+                close = difflib.get_close_matches(key, takes, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                problems.append(f"optimizer.groups.{i}.{key}: not an option of {name}; {hint}"
+                                f"it takes {', '.join(takes)}")
+    if section.get("no_decay_norm_bias") is True and "weight_decay" not in takes:
+        problems.append(f"optimizer.no_decay_norm_bias: {name} has no weight_decay to leave out")
+    return problems
 
 
 def loss_supplied(name: str) -> set[str]:

@@ -1,7 +1,8 @@
 """`guide lr-find`: the learning-rate range test.
 
 A fresh copy of the config's model trains for up to `steps` batches while the learning
-rate grows exponentially from `start_lr` to `end_lr`; the test stops early once the
+rate grows exponentially from `start_lr` to `end_lr` (each of `optimizer.groups` at its
+configured multiple of `optimizer.lr`); the test stops early once the
 smoothed loss explodes. The suggestion is the learning rate where the smoothed loss
 falls fastest (the steepest descent against log lr).
 """
@@ -17,7 +18,8 @@ import torch
 from torchguide.config import Config
 from torchguide.device import autocast
 from torchguide.errors import GuideError
-from torchguide.train import build_run
+from torchguide.optim import make_optimizer
+from torchguide.train import build_run, unwrap
 
 SMOOTHING = 0.9  # exponential moving average of the loss
 
@@ -29,7 +31,10 @@ def lr_find(config: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps:
     if steps < 10:
         raise GuideError(f"--steps {steps}: the test needs at least 10 steps")
     run = build_run(config)
-    model, optimizer, loss_fn, device = run.model, run.optimizer, run.loss_fn, run.device
+    model, loss_fn, device = run.model, run.loss_fn, run.device
+    optimizer = make_optimizer(unwrap(model), config.optimizer)  # fresh: its groups' lrs untouched by a scheduler
+    base = optimizer.defaults["lr"] or 1.0
+    scales = [group["lr"] / base for group in optimizer.param_groups]  # each group keeps its ratio to optimizer.lr
     gamma = (end_lr / start_lr) ** (1 / (steps - 1))
     lrs, losses, smoothed = [], [], []
     average, best, exploded = 0.0, math.inf, False
@@ -39,8 +44,8 @@ def lr_find(config: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps:
         run.train_loader.batch_sampler.set_epoch(epoch)
         for batch in run.train_loader:
             lr = start_lr * gamma ** len(lrs)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            for group, scale in zip(optimizer.param_groups, scales, strict=True):
+                group["lr"] = lr * scale
             batch = batch.to(device)
             with autocast(device, run.precision):
                 loss = loss_fn(model(*batch.inputs), batch.target)

@@ -8,6 +8,10 @@ are refused with the reason. Schedulers are torch's `torch.optim.lr_scheduler` c
 (`step`, `cosine_annealing` alias `cosine`, `one_cycle`, `reduce_lr_on_plateau` alias
 `plateau`, ...) plus `linear_warmup` and `none`. Each scheduler says whether it steps
 per batch or per epoch (`interval`).
+
+`make_optimizer` gives the optimizer the model's trainable parameters in the groups of
+`optimizer.groups` and `optimizer.no_decay_norm_bias` (see `torchguide.params`); every
+scheduler then scales each group's own learning rate.
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ import math
 from typing import Any
 
 import torch
+from torch import nn
 from torch.optim import lr_scheduler
 
+from torchguide.config import OptimizerSection
 from torchguide.layers import snake_case
+from torchguide.params import param_groups
 from torchguide.registry import OPTIMIZERS, SCHEDULERS
 
 PER_STEP = {"OneCycleLR", "CyclicLR"}
@@ -121,8 +128,9 @@ def scheduler_interval(name: str) -> str:
     return SCHEDULERS.entry(name).meta.get("interval", "epoch")
 
 
-def scheduler_defaults(name: str, lr: float, total_steps: int, epochs: int) -> dict[str, Any]:
-    """Arguments guide fills in for scheduler `name` when the config leaves them out."""
+def scheduler_defaults(name: str, lr: float | list[float], total_steps: int, epochs: int) -> dict[str, Any]:
+    """Arguments guide fills in for scheduler `name` when the config leaves them out (`lr`: one per
+    parameter group where they differ, so a one-cycle peak keeps each group's own rate)."""
     sig = SCHEDULERS.signature(name)
     params = sig.parameters if sig else {}
     interval = scheduler_interval(name)
@@ -138,9 +146,23 @@ def build_optimizer(name: str, params: Any, **kwargs: Any) -> torch.optim.Optimi
     return OPTIMIZERS.build(name, params, **kwargs)
 
 
+def make_optimizer(model: nn.Module, spec: OptimizerSection) -> torch.optim.Optimizer:
+    """The configured optimizer over the model's trainable parameters, in the configured groups."""
+    groups = param_groups(model, spec.groups, spec.no_decay_norm_bias)
+    return build_optimizer(spec.name, groups, **spec.kwargs)
+
+
+def groups_note(optimizer: torch.optim.Optimizer) -> str:
+    """One line on the parameter groups: tensors, learning rate and weight decay of each."""
+    parts = [f"{len(g['params'])} tensors" + "".join(f" {key} {g[key]:g}" for key in ("lr", "weight_decay") if key in g)
+             for g in optimizer.param_groups]
+    return f"optimizer groups: {'; '.join(parts)}"
+
+
 def build_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: int, epochs: int,
                     **kwargs: Any) -> Any:
     """Build scheduler `name`, filling `total_steps`, `max_lr`, `T_max` when not given."""
-    lr = optimizer.param_groups[0]["lr"]
+    lrs = [group["lr"] for group in optimizer.param_groups]
+    lr = lrs[0] if len(set(lrs)) == 1 else lrs
     filled = {**scheduler_defaults(name, lr, total_steps, epochs), **kwargs}
     return SCHEDULERS.build(name, optimizer, **filled)

@@ -45,7 +45,8 @@ from torchguide.errors import CheckpointError, ConfigError, RunFailed
 from torchguide.interrupt import Interrupted, StopRequest
 from torchguide.losses import build_loss, loss_meta
 from torchguide.metrics import confusion, predicted, scores
-from torchguide.optim import build_optimizer, build_scheduler, scheduler_interval
+from torchguide.optim import build_scheduler, groups_note, make_optimizer, scheduler_interval
+from torchguide.params import freeze, trainable_note
 from torchguide.registry import MODELS, one_line
 from torchguide.report import MetricsWriter, TrainProgress, atomic_write_text, write_json
 
@@ -62,10 +63,18 @@ def resolve_target(loss_name: str, num_classes: int) -> tuple[str, int]:
     return target or "index", num_classes
 
 
-def build_model(config: Config, data: Data, num_outputs: int) -> nn.Module:
-    """The configured model, with sizes from the data filled in."""
+def build_model(config: Config, data: Data, num_outputs: int, pretrained: bool = True) -> nn.Module:
+    """The configured model, with sizes from the data filled in and `model.freeze` applied.
+
+    `pretrained=False` leaves `model.weights` out, for a model whose weights come from a
+    checkpoint next (nothing is read or downloaded only to be overwritten).
+    """
     facts = supply(MODELS, config.model.name, data.model_facts(num_outputs))
-    return MODELS.build(config.model.name, **{**facts, **config.model.kwargs})  # the config's values win
+    kwargs = {k: v for k, v in config.model.kwargs.items() if pretrained or k != "weights"}
+    model = MODELS.build(config.model.name, **{**facts, **kwargs})  # the config's values win
+    if config.model.freeze:
+        freeze(model, config.model.freeze)
+    return model
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -179,7 +188,8 @@ def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
     valid_loader = make_loader(valid, config, data, train=False, device=device, **shard) if valid else None
     threads = set_threads(config.train.threads, train_loader.num_workers, dist.local_world_size)
     loss_fn = build_loss(config.loss.name, **config.loss.kwargs).to(device)
-    optimizer = build_optimizer(config.optimizer.name, model.parameters(), **config.optimizer.kwargs)
+    optimizer = make_optimizer(model, config.optimizer)
+    groups = groups_note(optimizer) if len(optimizer.param_groups) > 1 else None  # before a scheduler sets lrs
     steps_per_epoch = math.ceil(len(train_loader) / config.train.accumulate)
     total_steps = min(steps_per_epoch * config.train.epochs, config.train.max_steps or 1 << 62)
     scheduler = build_scheduler(config.scheduler.name, optimizer, total_steps, config.train.epochs,
@@ -187,6 +197,10 @@ def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
     notes = [f"device: {device} ({device_why})", f"precision: {precision} ({precision_why})",
              f"threads: {threads} compute + {train_loader.num_workers} loader worker(s)"
              + (" per process" if dist.enabled else "")]
+    if config.model.freeze:
+        notes.append(trainable_note(model))
+    if groups:
+        notes.append(groups)
     run = Run(config, data, model, loss_fn, optimizer, scheduler, device, precision, train_loader,
               valid_loader, target, output_kind, run_dir, notes=notes, dist=dist)
     run.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -754,7 +768,7 @@ def model_from_checkpoint(payload: dict[str, Any]) -> tuple[Config, nn.Module, V
                 in_channels=facts["in_channels"], in_features=facts["in_features"],
                 input_shape=facts.get("input_shape"))
     _, num_outputs = resolve_target(config.loss.name, len(payload["classes"]))
-    model = build_model(config, data, num_outputs)
+    model = build_model(config, data, num_outputs, pretrained=False)
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as exc:

@@ -8,10 +8,16 @@ image first, explicitly, with `nn.Flatten`.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import logging
+import pickle
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +25,7 @@ from torch import nn
 
 from torchguide.errors import ConfigError
 from torchguide.layers import CustomLinear
-from torchguide.registry import MODELS
+from torchguide.registry import MODELS, one_line
 
 log = logging.getLogger("torchguide")
 
@@ -147,7 +153,7 @@ def torchvision_builder(arch: str) -> Callable[..., nn.Module]:
         kwargs = {**{k: v for k, v in TORCHVISION_DEFAULTS.items() if k in options}, **kwargs}
         model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
         if weights:
-            load_weights(model, weights)
+            load_weights(model, weights, arch)
         return model
 
     params = [inspect.Parameter("num_classes", KEYWORD, annotation=int),
@@ -157,7 +163,8 @@ def torchvision_builder(arch: str) -> Callable[..., nn.Module]:
         params.append(inspect.Parameter("image_size", KEYWORD, default=224, annotation=int | tuple[int, int]))
     params += [p.replace(kind=KEYWORD, default=TORCHVISION_DEFAULTS.get(n, p.default)) for n, p in options.items()]
     build.__signature__ = inspect.Signature(params)
-    build.__doc__ = f"torchvision's {arch}, random init or weights from a local file (nothing is downloaded)."
+    build.__doc__ = (f"torchvision's {arch}: random init, or `weights` by torchvision name (DEFAULT, "
+                     "IMAGENET1K_V1, ...) or from a local file.")
     return build
 
 
@@ -187,8 +194,88 @@ def torchvision_image_size(arch: str, argument: str, size: Any) -> Any:
     return size
 
 
-def load_weights(model: nn.Module, path: str) -> None:
-    """Load a local state dict, skipping tensors whose shape differs (a new classifier head)."""
+def load_weights(model: nn.Module, weights: str, arch: str) -> None:
+    """Load `weights` into torchvision's `arch`: a torchvision weights name of that architecture
+    (`DEFAULT`, `IMAGENET1K_V1`, `ResNet18_Weights.IMAGENET1K_V1`) or a local state dict file.
+
+    Tensors whose shape differs (a classifier head for another number of classes) keep
+    their fresh initialisation, with a warning saying which.
+
+    Raises:
+        ConfigError: neither a known name nor a file; weights not in torch's cache and not
+            downloadable; a file that is not a state dict or fits no tensor of the model.
+    """
+    found = find_weights(arch, weights)
+    state = pretrained_state(arch, found) if found is not None else read_state(weights)
+    load_matching(model, state, str(found or weights))
+
+
+def weight_names(arch: str) -> dict[str, Any]:
+    """torchvision's weights of `arch` by every name they answer to: `DEFAULT`, `IMAGENET1K_V1`,
+    `ResNet18_Weights.IMAGENET1K_V1`; empty when torchvision has none."""
+    import torchvision
+
+    try:
+        enum = torchvision.models.get_model_weights(arch)
+    except (ValueError, KeyError):
+        return {}
+    names = {name: member for name, member in enum.__members__.items()}
+    return {**names, **{f"{enum.__name__}.{name}": member for name, member in names.items()}}
+
+
+def find_weights(arch: str, weights: str) -> Any:
+    """The torchvision weights `weights` names for `arch`, or None (then it is a file)."""
+    names = weight_names(arch)
+    return names.get(weights, names.get(weights.upper()))
+
+
+WEIGHT_FILES = {".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".tar"}
+
+
+def weights_problems(arch: str, kwargs: dict[str, Any]) -> list[str]:
+    """Validation of `model.weights`: a file that exists or a weights name of `arch`."""
+    weights = kwargs.get("weights")
+    if weights is None or weights == "":
+        return []
+    if not isinstance(weights, str):
+        return [f"weights: give a weights name (DEFAULT, ...) or a file path, got {weights!r}"]
+    if find_weights(arch, weights) is not None or Path(weights).is_file():
+        return []
+    names = sorted((name for name in weight_names(arch) if "." not in name), key=lambda n: n != "DEFAULT")
+    if "/" in weights or "\\" in weights or Path(weights).suffix in WEIGHT_FILES:
+        return [f"weights: file {weights} does not exist"]
+    return [f"weights: {weights!r} is neither a file nor a weights name of {arch}; "
+            + (f"choose {', '.join(names)}" if names else "torchvision has no weights for it")]
+
+
+def pretrained_state(arch: str, weights: Any) -> dict[str, torch.Tensor]:
+    """torchvision's pretrained `weights` of `arch`, from torch.hub's cache (downloaded there first if
+    missing), loaded through torchvision's own builder and its fixes for older checkpoints."""
+    import torchvision
+
+    file = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+    if not file.exists():
+        download_weights(weights, file)
+    try:
+        return torchvision.models.get_model(arch, weights=weights, progress=False).state_dict()
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
+        raise ConfigError(f"model.weights: {weights} in {file} does not load ({one_line(exc)})",
+                          "delete the file to download it again") from exc
+
+
+def download_weights(weights: Any, file: Path) -> None:
+    """Download `weights` into torch.hub's cache, as torchvision does (hash checked); offline, a
+    ConfigError naming the file, the folder to put it in and where to get it."""
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # torch.hub announces downloads on stdout
+            weights.get_state_dict(progress=True, check_hash=True)
+    except (OSError, RuntimeError) as exc:  # URLError, timeouts, a hash mismatch
+        raise ConfigError(f"model.weights: {weights} is not in torch's cache and could not be downloaded "
+                          f"({one_line(exc)})", f"put {file.name} (from {weights.url}) in {file.parent}") from exc
+
+
+def read_state(path: str) -> dict[str, torch.Tensor]:
+    """A state dict from a local file (a guide checkpoint's `model` entry too)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -196,13 +283,27 @@ def load_weights(model: nn.Module, path: str) -> None:
     except Exception as exc:
         raise ConfigError(f"model.weights: {path} is not a loadable state dict ({type(exc).__name__})") from None
     state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise ConfigError(f"model.weights: {path} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load the tensors of `state` whose name and shape fit the model; say which keep their init."""
     own = model.state_dict()
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    skipped = sorted(set(own) - set(fitting))
+    if not fitting:
+        raise ConfigError(f"model.weights: no tensor of {source} fits this model (names or shapes differ)")
     model.load_state_dict(fitting, strict=False)
-    if skipped:
-        log.warning("weights %s: %d tensor(s) not loaded (new shape or missing), e.g. %s",
-                    path, len(skipped), skipped[0])
+    reshaped = [k for k in own if k in state and k not in fitting]
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    if reshaped:
+        log.warning("%s: %s initialised afresh, shape %s here, %s in the weights (a new classifier head); "
+                    "the other %d tensors loaded", source, ", ".join(reshaped), tuple(own[reshaped[0]].shape),
+                    tuple(state[reshaped[0]].shape), len(fitting))
+    if missing:
+        log.warning("%s: %d tensor(s) of the model are not in the weights and keep their init, e.g. %s",
+                    source, len(missing), missing[0])
 
 
 def register_torchvision() -> None:
@@ -210,7 +311,7 @@ def register_torchvision() -> None:
 
     for arch in torchvision.models.list_models(module=torchvision.models):
         MODELS.register(arch, torchvision_builder(arch), task="image", source="torchvision",
-                        min_size=torchvision_min_size(arch))
+                        min_size=torchvision_min_size(arch), check=functools.partial(weights_problems, arch))
 
 
 def torchvision_min_size(arch: str) -> int:
