@@ -8,20 +8,23 @@ place, so a crash or a full disk never leaves a half-written checkpoint behind.
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import random
 import tempfile
 import threading
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from torchguide.errors import CheckpointError, RunFailed
+from torchguide.config import import_file, is_file_import
+from torchguide.errors import CheckpointError, GuideError, RunFailed
+from torchguide.registry import one_line
 
 FORMAT = "torchguide-checkpoint/1"
 
@@ -49,15 +52,18 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a torchguide checkpoint safely (weights_only); anything else is a CheckpointError."""
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Load a torchguide checkpoint safely (weights_only); anything else is a CheckpointError.
+
+    With `mmap`, tensors are mapped from the file, not read: a cheap look at its plain values.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist", "check the path (runs/<name>/checkpoints/)")
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory", "give a .pt file, e.g. runs/<name>/checkpoints/best.pt")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         reason = "it stores Python objects (e.g. a whole pickled model), which are not loaded for safety" \
             if "Unsupported global" in str(exc) else "it is not a checkpoint (corrupt or another kind of file)"
@@ -71,6 +77,73 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a torchguide checkpoint (it holds {kind})",
                               "train with guide, or load the weights with model.weights in a config")
     return payload
+
+
+def recorded_imports(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The user code a checkpoint was trained with, `{"import": as written, "path": absolute file or None}`
+    each; a checkpoint from before these records has only its config's `imports:` as written."""
+    if "imports" in payload:
+        return list(payload["imports"])
+    return [{"import": t, "path": None} for t in payload.get("config", {}).get("imports", [])]
+
+
+def import_checkpoint_code(payload: dict[str, Any], imports: Sequence[str] = (), *,
+                           skip_missing: bool = False) -> None:
+    """Import the code a checkpoint was trained with, so its models, datasets and losses register again.
+
+    A file comes from the absolute path recorded at training time, or from an entry of
+    `imports` (`--import PATH`) with the same file name: the file's new place. Entries of
+    `imports` that replace no recorded file (a renamed file, more code) are imported too,
+    and take the place of recorded files that are gone. Modules are imported by name.
+    With `skip_missing` (resume, where the config's own `imports:` also count), files
+    that are gone are left out.
+
+    Raises:
+        CheckpointError: a recorded file is gone and nothing takes its place, or the code fails to import.
+    """
+    given = [Path(p) for p in imports if is_file_import(p)]
+    for path in given:
+        if not path.is_file():
+            raise CheckpointError(f"--import {path}: no such file", "give the path of a .py file")
+    targets, gone = [], []
+    for entry in recorded_imports(payload):
+        written = entry["import"]
+        if not is_file_import(written):
+            targets.append(written)
+            continue
+        recorded = Path(entry.get("path") or written)
+        replacement = next((p for p in given if p.name == recorded.name), None)
+        if replacement is not None:
+            given.remove(replacement)
+            targets.append(str(replacement))
+        elif recorded.is_file():
+            targets.append(str(recorded))
+        else:
+            gone.append((written, recorded))
+    if gone and not given and not skip_missing:
+        written, recorded = gone[0]
+        raise CheckpointError(f"the checkpoint's code {written} is not at {recorded} any more",
+                              f"give its new place with --import PATH/{recorded.name}")
+    targets += [str(p) for p in given] + [m for m in imports if not is_file_import(m)]
+    for target in targets:
+        import_code(target)
+
+
+def import_code(target: str) -> None:
+    """Import one file or module of a checkpoint's code; a failure is a CheckpointError naming it."""
+    try:
+        if is_file_import(target):
+            import_file(target)
+        else:
+            importlib.import_module(target)
+    except GuideError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise CheckpointError(f"cannot import the checkpoint's code {target!r}: {one_line(exc)}",
+                              "it is imported by name: install it, or add its folder to PYTHONPATH") from exc
+    except Exception as exc:  # user code may raise anything
+        raise CheckpointError(f"cannot import the checkpoint's code {target!r}: {type(exc).__name__}: "
+                              f"{one_line(exc)}", "fix the error in that file") from exc
 
 
 def rng_state() -> dict[str, Any]:
