@@ -255,8 +255,8 @@ def inspect_model_cmd(
     input_shape: Annotated[Optional[str], typer.Option(  # noqa: UP045
         "--input-shape", "-i", help="Random input of this shape instead, e.g. 1,3,224,224.")] = None,
     imports: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
-        "--import", help="With --checkpoint: the new place of a .py file its config imported (see `guide eval "
-        "--help`).", show_default=False)] = None,
+        "--import", help="With --checkpoint: where the .py files its config imported are now, if they moved "
+        "(a folder or a file, repeatable).", show_default=False)] = None,
     as_json: JsonOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Every layer of a model: output shape, parameters and FLOPs from one forward pass."""
@@ -316,8 +316,8 @@ def lr_find_cmd(
 
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="A checkpoint written by guide (best.pt).")]
 ImportOpt = Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
-    "--import", help="The new place of a .py file the checkpoint's config imported (it moved), or more code to "
-    "import: a file or a module (repeatable).", show_default=False)]
+    "--import", help="Where the .py files the checkpoint's config imported are now, if they moved: their folder, "
+    "or a file (repeatable); also more code to import, a file or a module.", show_default=False)]
 
 
 @app.command("eval")

@@ -37,11 +37,15 @@ def test_a_moved_file_is_one_line_naming_it_and_how_to_point_at_it(tmp_path: Pat
     gone = tmp_path / "old" / "moved.py"
     with pytest.raises(CheckpointError) as info:
         import_checkpoint_code(recorded(gone))
-    assert info.value.lines() == [f"the checkpoint's code ./moved.py is not at {gone} any more: "
-                                  "give its new place with --import PATH/moved.py"]
+    assert info.value.lines() == [f"the checkpoint's code is gone from where it was: ./moved.py ({gone}): give "
+                                  "its new folder with --import FOLDER, or each file with --import PATH/NAME.py"]
     new = model_file(tmp_path / "new", "moved.py", "test_ckpt_moved")
     import_checkpoint_code(recorded(gone), [str(new)])
     assert "test_ckpt_moved" in MODELS
+    also_gone = tmp_path / "old" / "also.py"
+    model_file(tmp_path / "new", "also.py", "test_ckpt_also")
+    import_checkpoint_code(recorded(gone, also_gone), [str(tmp_path / "new")])  # a folder: found there by name
+    assert "test_ckpt_also" in MODELS
     renamed = model_file(tmp_path / "new", "renamed.py", "test_ckpt_renamed")
     import_checkpoint_code(recorded(gone), [str(renamed)])  # takes the place of the file that is gone
     assert "test_ckpt_renamed" in MODELS
@@ -58,7 +62,7 @@ def test_old_checkpoints_import_their_configs_imports_as_written(tmp_path: Path,
 
 @pytest.mark.parametrize(("imports", "extra", "message"), [
     ([{"import": "no_such_module_xyz", "path": None}], [], "PYTHONPATH"),
-    ([], ["no/such/file.py"], "--import no/such/file.py: no such file"),
+    ([], ["no/such/file.py"], "--import no/such/file.py: no such file or folder"),
     ("boom", [], "RuntimeError: boom: fix the error in that file"),
 ])
 def test_code_that_cannot_be_imported_is_a_checkpoint_error(imports: list | str, extra: list[str], message: str,

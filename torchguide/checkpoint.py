@@ -91,20 +91,22 @@ def import_checkpoint_code(payload: dict[str, Any], imports: Sequence[str] = (),
                            skip_missing: bool = False) -> None:
     """Import the code a checkpoint was trained with, so its models, datasets and losses register again.
 
-    A file comes from the absolute path recorded at training time, or from an entry of
-    `imports` (`--import PATH`) with the same file name: the file's new place. Entries of
-    `imports` that replace no recorded file (a renamed file, more code) are imported too,
-    and take the place of recorded files that are gone. Modules are imported by name.
-    With `skip_missing` (resume, where the config's own `imports:` also count), files
-    that are gone are left out.
+    A file comes from the absolute path recorded at training time, or, when it moved, from
+    `imports` (`--import PATH`): a folder to find it in by name, or a file of the same name.
+    Files of `imports` that replace no recorded file (a renamed file, more code) are
+    imported too, and take the place of recorded files that are gone. Modules are imported
+    by name. With `skip_missing` (resume, where the config's own `imports:` also count),
+    files that are gone are left out.
 
     Raises:
         CheckpointError: a recorded file is gone and nothing takes its place, or the code fails to import.
     """
-    given = [Path(p) for p in imports if is_file_import(p)]
-    for path in given:
+    places = [Path(p) for p in imports if Path(p).is_dir()]
+    files = [Path(p) for p in imports if is_file_import(p) and not Path(p).is_dir()]
+    modules = [m for m in imports if not is_file_import(m) and not Path(m).is_dir()]
+    for path in files:
         if not path.is_file():
-            raise CheckpointError(f"--import {path}: no such file", "give the path of a .py file")
+            raise CheckpointError(f"--import {path}: no such file or folder", "give a .py file or the folder it is in")
     targets, gone = [], []
     for entry in recorded_imports(payload):
         written = entry["import"]
@@ -112,21 +114,27 @@ def import_checkpoint_code(payload: dict[str, Any], imports: Sequence[str] = (),
             targets.append(written)
             continue
         recorded = Path(entry.get("path") or written)
-        replacement = next((p for p in given if p.name == recorded.name), None)
-        if replacement is not None:
-            given.remove(replacement)
-            targets.append(str(replacement))
-        elif recorded.is_file():
-            targets.append(str(recorded))
+        found = find_code(recorded, files, places)
+        if found is not None:
+            targets.append(str(found))
         else:
-            gone.append((written, recorded))
-    if gone and not given and not skip_missing:
-        written, recorded = gone[0]
-        raise CheckpointError(f"the checkpoint's code {written} is not at {recorded} any more",
-                              f"give its new place with --import PATH/{recorded.name}")
-    targets += [str(p) for p in given] + [m for m in imports if not is_file_import(m)]
-    for target in targets:
+            gone.append(f"{written} ({recorded})")
+    if gone and not files and not skip_missing:
+        raise CheckpointError(f"the checkpoint's code is gone from where it was: {', '.join(gone)}",
+                              "give its new folder with --import FOLDER, or each file with --import PATH/NAME.py")
+    for target in targets + [str(p) for p in files] + modules:
         import_code(target)
+
+
+def find_code(recorded: Path, files: list[Path], places: list[Path]) -> Path | None:
+    """Where a recorded file is now: a file of its name in `files` (taken out of the list), the
+    file of its name in one of the folders `places`, or where it was; None when it is nowhere."""
+    for path in files:
+        if path.name == recorded.name:
+            files.remove(path)
+            return path
+    moved = next((place / recorded.name for place in places if (place / recorded.name).is_file()), None)
+    return moved or (recorded if recorded.is_file() else None)
 
 
 def import_code(target: str) -> None:

@@ -1,7 +1,7 @@
 """A model of your own: a small CNN that works on images of any size.
 
 guide passes `num_classes` and, because the signature asks for it, `in_channels` (both
-from the data); `width` comes from the config (`model: {name: tiny_cnn, width: 16}`).
+from the data); `width` comes from the config (`model: {name: tiny_cnn, width: 32}`).
 """
 
 from torch import nn
