@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import os
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,7 @@ def import_resume_code(resume: str | None) -> None:
         import_checkpoint_code(load_checkpoint(resume, mmap=True), skip_missing=True)
 
 
-def open_checkpoint(path: str | Path, imports: list[str] = ()) -> dict[str, Any]:
+def open_checkpoint(path: str | Path, imports: Sequence[str] = ()) -> dict[str, Any]:
     """Load a checkpoint and import the code it was trained with (`imports`: --import PATH, see
     `import_checkpoint_code`); raises CheckpointError."""
     payload = load_checkpoint(path)
@@ -209,7 +210,7 @@ def eval_data(config: Config, payload: dict[str, Any], vocab: Any, split: str, d
 
 def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str = "test",
                         predictions: Path | None = None, batch_size: int | None = None,
-                        imports: list[str] = ()) -> dict[str, Any]:
+                        imports: Sequence[str] = ()) -> dict[str, Any]:
     """Metrics of a checkpoint on data, optionally writing per-sample predictions to a CSV."""
     payload = open_checkpoint(path, imports)
     config, model, vocab = model_from_checkpoint(payload)
@@ -256,7 +257,7 @@ def sample_name(dataset: Any, i: int) -> str:
     return " ".join(map(str, dataset.ids[i].tolist()))
 
 
-def predict(path: str | Path, items: list[str], top_k: int = 3, imports: list[str] = ()) -> list[dict[str, Any]]:
+def predict(path: str | Path, items: list[str], top_k: int = 3, imports: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Top-k classes with probabilities for image files or texts."""
     if not items:
         raise DataError("nothing to predict", "give image files or texts, or --file FILE")
@@ -291,7 +292,7 @@ def predict(path: str | Path, items: list[str], top_k: int = 3, imports: list[st
 
 
 def model_and_inputs(config_path: str | Path | None, overrides: list[str], checkpoint: str | Path | None,
-                     input_shape: tuple[int, ...] | None, imports: list[str] = (),
+                     input_shape: tuple[int, ...] | None, imports: Sequence[str] = (),
                      ) -> tuple[Any, tuple[torch.Tensor, ...], str]:
     """A model and a batch for `guide inspect-model`: one real batch of the config's data, or, for a
     checkpoint, a random batch shaped like its training data (or `input_shape`)."""
