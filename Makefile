@@ -37,7 +37,7 @@ test: $(STAMP)  ## the test suite (a few minutes on 2 cores)
 	$(PY) -m pytest -n 2
 
 lint: $(STAMP)  ## ruff
-	$(VENV)/bin/ruff check cli torchguide tests benchmarks
+	$(VENV)/bin/ruff check cli torchguide tests benchmarks examples
 
 bench: $(STAMP)  ## speed figures as ratios against hand-written baselines
 	$(PY) benchmarks/run.py

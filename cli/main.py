@@ -194,7 +194,7 @@ def train(task: str, config: Path, overrides: list[str] | None, resume: str | No
         from torchguide.runner import processes_wanted, train_from_config
 
         overrides = overrides or []
-        nproc = processes_wanted(task, config, overrides, nproc)
+        nproc = processes_wanted(task, config, overrides, nproc, resume)
         if nproc > 1:  # this process becomes the launcher; each rank runs the same command
             os.environ["GUIDE_NPROC"] = str(nproc)
             flags = [f for f, on in (("--json", as_json), ("--quiet", quiet), ("--debug", debug)) if on]
@@ -254,6 +254,9 @@ def inspect_model_cmd(
     overrides: Overrides = None,
     input_shape: Annotated[Optional[str], typer.Option(  # noqa: UP045
         "--input-shape", "-i", help="Random input of this shape instead, e.g. 1,3,224,224.")] = None,
+    imports: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        "--import", help="With --checkpoint: where the .py files its config imported are now, if they moved "
+        "(a folder or a file, repeatable).", show_default=False)] = None,
     as_json: JsonOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Every layer of a model: output shape, parameters and FLOPs from one forward pass."""
@@ -264,7 +267,7 @@ def inspect_model_cmd(
         from torchguide.runner import model_and_inputs
 
         shape = parse_shape(input_shape) if input_shape else None
-        model, inputs, title = model_and_inputs(config, overrides or [], checkpoint, shape)
+        model, inputs, title = model_and_inputs(config, overrides or [], checkpoint, shape, imports or [])
         report = inspect_model(model, inputs)
         if as_json:
             emit_json(report)
@@ -312,6 +315,9 @@ def lr_find_cmd(
 # ------------------------------------------------------------------ eval / predict
 
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="A checkpoint written by guide (best.pt).")]
+ImportOpt = Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+    "--import", help="Where the .py files the checkpoint's config imported are now, if they moved: their folder, "
+    "or a file (repeatable); also more code to import, a file or a module.", show_default=False)]
 
 
 @app.command("eval")
@@ -323,7 +329,7 @@ def eval_cmd(
     predictions: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--predictions", help="Write one row per sample to this CSV.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1)] = None,  # noqa: UP045
-    as_json: JsonOpt = False, debug: DebugOpt = False,
+    imports: ImportOpt = None, as_json: JsonOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Loss, accuracy, per-class scores and the confusion matrix of a checkpoint on data."""
     console = make_console()
@@ -332,7 +338,7 @@ def eval_cmd(
         from torchguide.runner import evaluate_checkpoint
 
         result = evaluate_checkpoint(checkpoint, data=data, split=split, predictions=predictions,
-                                     batch_size=batch_size)
+                                     batch_size=batch_size, imports=imports or [])
         if as_json:
             emit_json({k: v for k, v in result.items() if k not in ("probs", "indices")})
         else:
@@ -347,7 +353,7 @@ def predict_cmd(
     file: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--file", help="Read inputs from this file, one per line.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes to show per input.")] = 3,
-    as_json: JsonOpt = False, debug: DebugOpt = False,
+    imports: ImportOpt = None, as_json: JsonOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Top-k classes with probabilities for images or texts."""
     console = make_console()
@@ -362,7 +368,7 @@ def predict_cmd(
             if not file.is_file():
                 raise DataError(f"--file {file} does not exist")
             items += [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        rows = predict(checkpoint, items, top_k=top_k)
+        rows = predict(checkpoint, items, top_k=top_k, imports=imports or [])
         if as_json:
             emit_json(rows)
         else:

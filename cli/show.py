@@ -158,8 +158,9 @@ def show_survey(report: dict[str, Any], console: Console) -> None:
             sizes = ", ".join(f"{s} ({n})" for s, n in split["sizes"].items())
             console.print(f"  sizes: {sizes}{' ...' if split['distinct_sizes'] > 5 else ''}; modes: "
                           + ", ".join(f"{m} ({n})" for m, n in split["modes"].items()))
-            for key, what, none in (("unreadable", "unreadable file(s)", "no unreadable files"),
-                                    ("duplicates", "group(s) of identical files", "no duplicate files")):
+            unit = split.get("unit", "file")
+            for key, what, none in (("unreadable", f"unreadable {unit}(s)", f"no unreadable {unit}s"),
+                                    ("duplicates", f"group(s) of identical {unit}s", f"no duplicate {unit}s")):
                 items = split[key]
                 if items:
                     first = items[0] if key == "unreadable" else " = ".join(items[0])

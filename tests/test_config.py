@@ -278,3 +278,19 @@ def test_torchvision_weights_names_and_files_validate(tmp_path: Path, weights: s
         (tmp_path / "w.pt").write_bytes(b"")
     cfg = load_config(write(tmp_path, BASE), ["model.name=resnet18", f"model.weights={weights}"])
     assert cfg.model.kwargs == {"weights": weights}
+
+
+def test_imports_are_recorded_and_looked_for_next_to_the_config_first(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    config_dir, cwd = tmp_path / "project", tmp_path / "elsewhere"
+    for folder, model in ((config_dir, "test_recorded_here"), (cwd, "test_recorded_cwd")):
+        folder.mkdir()
+        (folder / "parts.py").write_text("from torch import nn\nfrom torchguide.registry import MODELS\n"
+                                         f"MODELS.register({model!r}, lambda num_classes: nn.Identity())\n")
+    monkeypatch.chdir(cwd)
+    cfg = load_config(write(config_dir, {**BASE, "imports": ["./parts.py", "json"]}))
+    assert cfg.imported == [{"import": "./parts.py", "path": str((config_dir / "parts.py").resolve())},
+                            {"import": "json", "path": None}]
+    from torchguide.registry import MODELS
+
+    assert "test_recorded_here" in MODELS and "test_recorded_cwd" not in MODELS

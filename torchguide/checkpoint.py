@@ -8,20 +8,23 @@ place, so a crash or a full disk never leaves a half-written checkpoint behind.
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import random
 import tempfile
 import threading
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from torchguide.errors import CheckpointError, RunFailed
+from torchguide.config import import_file, is_file_import
+from torchguide.errors import CheckpointError, GuideError, RunFailed
+from torchguide.registry import one_line
 
 FORMAT = "torchguide-checkpoint/1"
 
@@ -49,15 +52,18 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a torchguide checkpoint safely (weights_only); anything else is a CheckpointError."""
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Load a torchguide checkpoint safely (weights_only); anything else is a CheckpointError.
+
+    With `mmap`, tensors are mapped from the file, not read: a cheap look at its plain values.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist", "check the path (runs/<name>/checkpoints/)")
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory", "give a .pt file, e.g. runs/<name>/checkpoints/best.pt")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         reason = "it stores Python objects (e.g. a whole pickled model), which are not loaded for safety" \
             if "Unsupported global" in str(exc) else "it is not a checkpoint (corrupt or another kind of file)"
@@ -71,6 +77,81 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a torchguide checkpoint (it holds {kind})",
                               "train with guide, or load the weights with model.weights in a config")
     return payload
+
+
+def recorded_imports(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The user code a checkpoint was trained with, `{"import": as written, "path": absolute file or None}`
+    each; a checkpoint from before these records has only its config's `imports:` as written."""
+    if "imports" in payload:
+        return list(payload["imports"])
+    return [{"import": t, "path": None} for t in payload.get("config", {}).get("imports", [])]
+
+
+def import_checkpoint_code(payload: dict[str, Any], imports: Sequence[str] = (), *,
+                           skip_missing: bool = False) -> None:
+    """Import the code a checkpoint was trained with, so its models, datasets and losses register again.
+
+    A file comes from the absolute path recorded at training time, or, when it moved, from
+    `imports` (`--import PATH`): a folder to find it in by name, or a file of the same name.
+    Files of `imports` that replace no recorded file (a renamed file, more code) are
+    imported too, and take the place of recorded files that are gone. Modules are imported
+    by name. With `skip_missing` (resume, where the config's own `imports:` also count),
+    files that are gone are left out.
+
+    Raises:
+        CheckpointError: a recorded file is gone and nothing takes its place, or the code fails to import.
+    """
+    places = [Path(p) for p in imports if Path(p).is_dir()]
+    files = [Path(p) for p in imports if is_file_import(p) and not Path(p).is_dir()]
+    modules = [m for m in imports if not is_file_import(m) and not Path(m).is_dir()]
+    for path in files:
+        if not path.is_file():
+            raise CheckpointError(f"--import {path}: no such file or folder", "give a .py file or the folder it is in")
+    targets, gone = [], []
+    for entry in recorded_imports(payload):
+        written = entry["import"]
+        if not is_file_import(written):
+            targets.append(written)
+            continue
+        recorded = Path(entry.get("path") or written)
+        found = find_code(recorded, files, places)
+        if found is not None:
+            targets.append(str(found))
+        else:
+            gone.append(f"{written} ({recorded})")
+    if gone and not files and not skip_missing:
+        raise CheckpointError(f"the checkpoint's code is gone from where it was: {', '.join(gone)}",
+                              "give its new folder with --import FOLDER, or each file with --import PATH/NAME.py")
+    for target in targets + [str(p) for p in files] + modules:
+        import_code(target)
+
+
+def find_code(recorded: Path, files: list[Path], places: list[Path]) -> Path | None:
+    """Where a recorded file is now: a file of its name in `files` (taken out of the list), the
+    file of its name in one of the folders `places`, or where it was; None when it is nowhere."""
+    for path in files:
+        if path.name == recorded.name:
+            files.remove(path)
+            return path
+    moved = next((place / recorded.name for place in places if (place / recorded.name).is_file()), None)
+    return moved or (recorded if recorded.is_file() else None)
+
+
+def import_code(target: str) -> None:
+    """Import one file or module of a checkpoint's code; a failure is a CheckpointError naming it."""
+    try:
+        if is_file_import(target):
+            import_file(target)
+        else:
+            importlib.import_module(target)
+    except GuideError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise CheckpointError(f"cannot import the checkpoint's code {target!r}: {one_line(exc)}",
+                              "it is imported by name: install it, or add its folder to PYTHONPATH") from exc
+    except Exception as exc:  # user code may raise anything
+        raise CheckpointError(f"cannot import the checkpoint's code {target!r}: {type(exc).__name__}: "
+                              f"{one_line(exc)}", "fix the error in that file") from exc
 
 
 def rng_state() -> dict[str, Any]:

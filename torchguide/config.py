@@ -27,6 +27,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
@@ -250,6 +251,13 @@ class Config(BaseModel):
     scheduler: Component = Component(name="none")
     train: Train = Train()
     output: Output = Output()
+    _imported: list[dict[str, Any]] = PrivateAttr(default_factory=list)
+
+    @property
+    def imported(self) -> list[dict[str, Any]]:
+        """`imports:` as found when the config was loaded: `{"import": as written, "path": absolute
+        file or None for a module}` each; checkpoints record it so eval, predict and resume import it again."""
+        return self._imported
 
     @field_validator("name")
     @classmethod
@@ -367,31 +375,51 @@ def list_index(node: list[Any], part: str, text: str) -> int:
     return int(part)
 
 
-def import_user_code(imports: list[str], base: Path | None = None) -> list[str]:
-    """Import the modules and .py files listed in `imports:`; returns problems by path."""
-    problems = []
+def is_file_import(target: str) -> bool:
+    """Whether an `imports:` entry names a .py file (else a module, imported by name)."""
+    return target.endswith(".py") or "/" in target
+
+
+def import_user_code(imports: list[str], base: Path | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+    """Import the modules and .py files listed in `imports:`.
+
+    Returns the problems by path, and each entry as `{"import": as written, "path": the
+    absolute file imported, or None for a module}`: what a checkpoint records to import again.
+    """
+    problems, found = [], []
     for i, target in enumerate(imports):
         try:
-            if target.endswith(".py") or "/" in target:
-                import_file(target, base)
-            else:
+            path = import_file(target, base) if is_file_import(target) else None
+            if path is None:
                 importlib.import_module(target)
+            found.append({"import": target, "path": str(path) if path else None})
         except GuideError as exc:
             problems.append(f"imports[{i}]: {exc.message}")
         except Exception as exc:  # user code may raise anything; report it, do not crash
             problems.append(f"imports[{i}]: cannot import {target!r}: {type(exc).__name__}: {one_line(exc)}")
-    return problems
+    return problems, found
 
 
-def import_file(target: str, base: Path | None) -> None:
-    candidates = [Path(target)] + ([base / target] if base else [])
-    path = next((p.resolve() for p in candidates if p.is_file()), None)
+def locate_file(target: str, base: Path | None) -> Path | None:
+    """The absolute path of an imported file: next to the config first, then from the working directory."""
+    candidates = ([base / target] if base else []) + [Path(target)]
+    return next((p.resolve() for p in candidates if p.is_file()), None)
+
+
+def import_file(target: str, base: Path | None = None) -> Path:
+    """Import a .py file as a module; returns its absolute path, raises ConfigError when it is not there.
+
+    The module is named after the file's content, so the same code imported again (from
+    the config, then from a checkpoint, or from a copy elsewhere) runs, and registers, once.
+    """
+    path = locate_file(target, base)
     if path is None:
-        raise ConfigError(f"file {target!r} not found (looked in . and next to the config)")
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+        where = "next to the config and in ." if base else "in ."
+        raise ConfigError(f"file {target!r} not found (looked {where})")
+    digest = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
     name = f"guide_user_{path.stem}_{digest}"
     if name in sys.modules:
-        return
+        return path
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -400,6 +428,7 @@ def import_file(target: str, base: Path | None) -> None:
     except BaseException:
         del sys.modules[name]
         raise
+    return path
 
 
 # ---------------------------------------------------------------- validation
@@ -429,8 +458,8 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *,
     except ValidationError as exc:
         problems += format_validation(exc)
     imports = raw.get("imports") or []
-    import_problems = import_user_code(imports, Path(path).parent if path else None) \
-        if isinstance(imports, list) and all(isinstance(i, str) for i in imports) else []
+    import_problems, imported = import_user_code(imports, Path(path).parent if path else None) \
+        if isinstance(imports, list) and all(isinstance(i, str) for i in imports) else ([], [])
     problems += import_problems
     if not import_problems:
         problems += [p for p in check_components(raw, task) if p not in problems]
@@ -444,6 +473,7 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *,
         raise ConfigError(problems, source=source)
     if task and not config.task:
         config.task = task
+    config._imported = imported
     return config
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import os
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 from rich.console import Console
 
 from torchguide import distributed
-from torchguide.checkpoint import load_checkpoint
+from torchguide.checkpoint import import_checkpoint_code, load_checkpoint
 from torchguide.config import Config, load_config
 from torchguide.data.image import load_image
 from torchguide.data.loaders import build_data, make_loader
@@ -67,7 +68,8 @@ def find_resume(config: Config, resume: str) -> Path:
     return candidates[-1]
 
 
-def processes_wanted(task: str, path: str | Path, overrides: list[str], nproc: int | None) -> int:
+def processes_wanted(task: str, path: str | Path, overrides: list[str], nproc: int | None,
+                     resume: str | None = None) -> int:
     """How many local processes `guide train-*` should start; 1 means: train in this one.
 
     `--nproc N` asks for N; without it a machine with several GPUs gets one process per
@@ -78,6 +80,7 @@ def processes_wanted(task: str, path: str | Path, overrides: list[str], nproc: i
         if nproc and nproc > 1:
             raise GuideError("--nproc inside a torchrun job", "drop --nproc: torchrun started the processes already")
         return 1
+    import_resume_code(resume)
     config = load_config(path, overrides, task=task)
     if nproc:
         if nproc > 1 and config.train.strategy in ("single", "dp"):
@@ -95,12 +98,31 @@ def train_from_config(task: str, path: str | Path, overrides: list[str], *, resu
     Under torchrun (or `--nproc`) this runs in every process: DDP on each rank's shard,
     rank 0 writing the run directory and printing.
     """
+    import_resume_code(resume)
     config = load_config(path, overrides, task=task)
     dist, device = distributed.setup(config.train.strategy, config.train.device)
     try:
         return train_job(config, task, path, overrides, resume, dist, device, console, quiet or not dist.is_main)
     finally:
         distributed.teardown()
+
+
+def import_resume_code(resume: str | None) -> None:
+    """Import the code a `--resume` checkpoint was trained with, before the config is checked.
+
+    Files that are gone are left to the config's own `imports:`; `--resume auto` finds its
+    checkpoint through the config, so the config's `imports:` alone count there.
+    """
+    if resume and resume != "auto":
+        import_checkpoint_code(load_checkpoint(resume, mmap=True), skip_missing=True)
+
+
+def open_checkpoint(path: str | Path, imports: Sequence[str] = ()) -> dict[str, Any]:
+    """Load a checkpoint and import the code it was trained with (`imports`: --import PATH, see
+    `import_checkpoint_code`); raises CheckpointError."""
+    payload = load_checkpoint(path)
+    import_checkpoint_code(payload, imports)
+    return payload
 
 
 def train_job(config: Config, task: str, path: str | Path, overrides: list[str], resume: str | None,
@@ -187,9 +209,10 @@ def eval_data(config: Config, payload: dict[str, Any], vocab: Any, split: str, d
 
 
 def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str = "test",
-                        predictions: Path | None = None, batch_size: int | None = None) -> dict[str, Any]:
+                        predictions: Path | None = None, batch_size: int | None = None,
+                        imports: Sequence[str] = ()) -> dict[str, Any]:
     """Metrics of a checkpoint on data, optionally writing per-sample predictions to a CSV."""
-    payload = load_checkpoint(path)
+    payload = open_checkpoint(path, imports)
     config, model, vocab = model_from_checkpoint(payload)
     if batch_size:
         config.data.loader.eval_batch_size = batch_size
@@ -234,11 +257,11 @@ def sample_name(dataset: Any, i: int) -> str:
     return " ".join(map(str, dataset.ids[i].tolist()))
 
 
-def predict(path: str | Path, items: list[str], top_k: int = 3) -> list[dict[str, Any]]:
+def predict(path: str | Path, items: list[str], top_k: int = 3, imports: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Top-k classes with probabilities for image files or texts."""
     if not items:
         raise DataError("nothing to predict", "give image files or texts, or --file FILE")
-    payload = load_checkpoint(path)
+    payload = open_checkpoint(path, imports)
     config, model, vocab = model_from_checkpoint(payload)
     classes = payload["classes"]
     if payload["task"] == "image":
@@ -269,13 +292,14 @@ def predict(path: str | Path, items: list[str], top_k: int = 3) -> list[dict[str
 
 
 def model_and_inputs(config_path: str | Path | None, overrides: list[str], checkpoint: str | Path | None,
-                     input_shape: tuple[int, ...] | None) -> tuple[Any, tuple[torch.Tensor, ...], str]:
+                     input_shape: tuple[int, ...] | None, imports: Sequence[str] = (),
+                     ) -> tuple[Any, tuple[torch.Tensor, ...], str]:
     """A model and a batch for `guide inspect-model`: one real batch of the config's data, or, for a
     checkpoint, a random batch shaped like its training data (or `input_shape`)."""
     if (config_path is None) == (checkpoint is None):
         raise GuideError("give --config or --checkpoint (one of them)")
     if checkpoint is not None:
-        payload = load_checkpoint(checkpoint)
+        payload = open_checkpoint(checkpoint, imports)
         _, model, _ = model_from_checkpoint(payload)
         facts = payload["facts"]
         if payload["task"] == "text":

@@ -624,6 +624,7 @@ def checkpoint_payload(run: Run) -> dict[str, Any]:
     return {
         "task": data.task,
         "config": run.config.model_dump(mode="json"),
+        "imports": run.config.imported,  # the user's code, found again by eval, predict and resume
         "classes": data.classes,
         "vocab": data.vocab.itos if data.vocab else None,
         "facts": {"vocab_size": data.vocab_size, "in_channels": data.in_channels,

@@ -33,33 +33,38 @@ GRAY_MODES = {"1", "L", "I", "I;16", "F", "LA"}
 
 
 class ImageSamples(Dataset):
-    """Labelled image files; `transform` maps a decoded uint8 (C, H, W) tensor to the model's input.
+    """Labelled images; `transform` maps a decoded uint8 (C, H, W) tensor to the model's input.
 
+    `samples` are (key, class index) pairs and `read(key, mode)` gives the image of a key
+    as a (C, H, W) tensor: by default keys are file paths, decoded by `load_image`; a
+    dataset of the user's own reads its items instead (`torchguide.data.adapt`).
     With a `Pipeline` transform and `cache`, the output of its deterministic first part
     (decode, resize, crop ...) is kept in memory after the first epoch; later epochs run
     only the random part.
     """
 
-    def __init__(self, samples: list[tuple[str, int]], classes: list[str], mode: str,
-                 transform: Callable[[Any], Any] | None = None, cache: bool = False) -> None:
+    def __init__(self, samples: list[tuple[Any, int]], classes: list[str], mode: str,
+                 transform: Callable[[Any], Any] | None = None, cache: bool = False,
+                 read: Callable[[Any, str], torch.Tensor] | None = None) -> None:
         self.samples = samples
         self.classes = classes
         self.mode = mode
         self.transform = transform
         self.cache: dict[int, torch.Tensor] | None = {} if cache else None
+        self.read = read or load_image
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        path, label = self.samples[index]
+        key, label = self.samples[index]
         tf = self.transform
         if not isinstance(tf, Pipeline):
-            image = load_image(path, self.mode)
+            image = self.read(key, self.mode)
             return (tf(image) if tf else image), label
         x = self.cache.get(index) if self.cache is not None else None
         if x is None:
-            x = tf.fixed(load_image(path, self.mode))
+            x = tf.fixed(self.read(key, self.mode))
             if self.cache is not None:
                 self.cache[index] = x
         return tf.random(x), label
@@ -79,11 +84,22 @@ class ImageSamples(Dataset):
     def channels(self) -> int:
         return 1 if self.mode == "L" else 3
 
+    @property
+    def files(self) -> bool:
+        """Whether the samples are image files (not the items of a dataset of the user's own)."""
+        return self.read is load_image
+
     def view(self, indices: list[int] | None = None, transform: Callable[[Any], Any] | None = None,
              cache: bool = False) -> ImageSamples:
-        """The same files (or a subset) with another transform, e.g. a validation split."""
+        """The same images (or a subset) with another transform, e.g. a validation split."""
         samples = self.samples if indices is None else [self.samples[i] for i in indices]
-        return ImageSamples(samples, self.classes, self.mode, transform, cache)
+        return ImageSamples(samples, self.classes, self.mode, transform, cache, self.read)
+
+    def relabel(self, classes: list[str]) -> ImageSamples:
+        """The same images with class indices into `classes` (a superset of this split's classes)."""
+        index = {c: i for i, c in enumerate(classes)}
+        samples = [(key, index[self.classes[y]]) for key, y in self.samples]
+        return ImageSamples(samples, classes, self.mode, self.transform, read=self.read)
 
 
 TORCHVISION_DECODES = (".jpg", ".jpeg", ".png")

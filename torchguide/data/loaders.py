@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from torchguide.config import Config
+from torchguide.data.adapt import build_dataset
 from torchguide.data.batch_transforms import MixBatches, build_batch_mixer
 from torchguide.data.image import ImageSamples
 from torchguide.data.samplers import EpochBatchSampler
@@ -25,7 +26,7 @@ from torchguide.data.transforms import build_pipeline
 from torchguide.errors import ConfigError, DataError
 from torchguide.interrupt import ignore_interrupts_in_worker
 from torchguide.losses import loss_meta
-from torchguide.registry import COLLATES, DATASETS, SAMPLERS, Registry
+from torchguide.registry import COLLATES, SAMPLERS, Registry
 
 SPLITS = ("train", "valid", "test")
 
@@ -98,8 +99,11 @@ def stratified_split(targets: list[int], fraction: float, seed: int) -> tuple[li
     return sorted(train), sorted(valid)
 
 
-def load_split(config: Config, split: str, path: str | None = None) -> Any | None:
-    """The raw dataset of one split from the config (or from `path` for eval); None if absent."""
+def load_split(config: Config, split: str, path: str | None = None) -> ImageSamples | TextSamples | None:
+    """The dataset of one split from the config (or from `path` for eval); None if absent.
+
+    Raises DataError when it cannot be read or (a dataset of the user's own) breaks the contract.
+    """
     section = getattr(config.data, split)
     if section is None or getattr(section, "name", None) is None:
         if path is None:
@@ -111,7 +115,7 @@ def load_split(config: Config, split: str, path: str | None = None) -> Any | Non
         if key is None:
             raise DataError(f"dataset {section.name!r} does not read from a path; --data cannot replace it")
         kwargs[key] = path
-    return DATASETS.build(section.name, **kwargs)
+    return build_dataset(section.name, **kwargs)
 
 
 def build_data(config: Config, splits: tuple[str, ...] = SPLITS, *, classes: list[str] | None = None,
@@ -170,16 +174,14 @@ def remap_classes(ds: ImageSamples, classes: list[str], split: str) -> ImageSamp
     if unknown:
         raise DataError(f"{split} data has classes the model does not know: {', '.join(unknown[:5])}",
                         f"expected classes among {', '.join(classes)}")
-    index = {c: i for i, c in enumerate(classes)}
-    samples = [(p, index[ds.classes[y]]) for p, y in ds.samples]
-    return ImageSamples(samples, classes, ds.mode, ds.transform)
+    return ds.relabel(classes)
 
 
 def text_data(config: Config, raw: dict[str, TextSamples], classes: list[str] | None,
               vocab: Vocab | None, vocab_size: int | None) -> Data:
     has_text = next(iter(raw.values())).texts is not None
     if classes is None:
-        classes = sort_labels(raw["train"].raw_labels)
+        classes = raw["train"].classes or sort_labels(raw["train"].raw_labels)
         if len(classes) < 2:
             raise DataError(f"the training data has one label ({classes[0]!r}); a classifier needs two or more")
     if has_text and vocab is None:

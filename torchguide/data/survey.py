@@ -16,6 +16,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from torchguide.config import Config
+from torchguide.data.adapt import build_dataset
 from torchguide.data.image import ImageSamples, image_folder
 from torchguide.data.samplers import length_buckets, random, sorted_batches
 from torchguide.data.text import TextSamples, text_csv, tokenize
@@ -48,7 +49,7 @@ def survey_config(config: Config) -> dict[str, Any]:
         signature = DATASETS.signature(section.name)
         if signature is not None and "verify" in signature.parameters:
             kwargs["verify"] = False  # keep unreadable files in, to list them
-        dataset = DATASETS.build(section.name, **kwargs)
+        dataset = build_dataset(section.name, **kwargs)
         if isinstance(dataset, ImageSamples):
             splits[split] = survey_images(dataset)
         else:
@@ -63,6 +64,9 @@ def class_counts(labels: list[str]) -> dict[str, Any]:
 
 
 def survey_images(dataset: ImageSamples) -> dict[str, Any]:
+    """Classes, sizes and modes of image files (headers only), unreadable and identical files."""
+    if not dataset.files:
+        return survey_items(dataset)
     sizes, modes, unreadable, digests = Counter(), Counter(), [], {}
     for path, _ in dataset.samples:
         try:
@@ -78,7 +82,33 @@ def survey_images(dataset: ImageSamples) -> dict[str, Any]:
     return {"kind": "image", "samples": len(dataset),
             **class_counts([dataset.classes[label] for _, label in dataset.samples]),
             "sizes": dict(sizes.most_common(5)), "distinct_sizes": len(sizes), "modes": dict(modes),
-            "unreadable": unreadable, "duplicates": duplicates}
+            "unreadable": unreadable, "duplicates": duplicates, "unit": "file"}
+
+
+def survey_items(dataset: ImageSamples) -> dict[str, Any]:
+    """The same for a dataset of the user's own: every item read once, identical images by their pixels."""
+    sizes, modes, unreadable, digests = Counter(), Counter(), [], {}
+    for key, _ in dataset.samples:
+        try:
+            image = dataset.read(key, dataset.mode)
+        except DataError:
+            unreadable.append(f"item {key}")
+            continue
+        _, height, width = image.shape
+        sizes[f"{width}x{height}"] += 1
+        modes[tensor_mode(image)] += 1
+        digests.setdefault(hashlib.md5(image.contiguous().numpy().tobytes()).hexdigest(), []).append(f"item {key}")
+    return {"kind": "image", "samples": len(dataset),
+            **class_counts([dataset.classes[label] for _, label in dataset.samples]),
+            "sizes": dict(sizes.most_common(5)), "distinct_sizes": len(sizes), "modes": dict(modes),
+            "unreadable": unreadable, "duplicates": [keys for keys in digests.values() if len(keys) > 1],
+            "unit": "item"}
+
+
+def tensor_mode(image: Any) -> str:
+    """An image tensor's kind in the words of PIL modes: `L uint8`, `RGB float32`, `4 channels uint8`."""
+    channels = {1: "L", 3: "RGB"}.get(image.shape[0], f"{image.shape[0]} channels")
+    return f"{channels} {str(image.dtype).removeprefix('torch.')}"
 
 
 def survey_text(dataset: TextSamples, batch_size: int, max_len: int | None) -> dict[str, Any]:

@@ -65,16 +65,20 @@ class Vocab:
 
 
 class TextSamples(Dataset):
-    """Sequences of token ids with class indices, and the raw texts when there are any."""
+    """Sequences of token ids with class indices, and the raw texts when there are any.
+
+    `classes`, when given, is the class order a dataset declares (a dataset of the user's
+    own); without it the classes are the sorted labels of the training split.
+    """
 
     def __init__(self, labels: list[str], texts: list[str] | None = None,
-                 ids: list[torch.Tensor] | None = None, source: str = "") -> None:
+                 ids: list[torch.Tensor] | None = None, source: str = "", classes: list[str] | None = None) -> None:
         self.raw_labels = labels
         self.texts = texts
         self.ids = ids
         self.source = source
         self.targets: list[int] = []
-        self.classes: list[str] = []
+        self.classes: list[str] = list(classes or [])
 
     def __len__(self) -> int:
         return len(self.raw_labels)
@@ -103,7 +107,7 @@ class TextSamples(Dataset):
 
     def subset(self, indices: list[int]) -> TextSamples:
         pick = lambda xs: None if xs is None else [xs[i] for i in indices]  # noqa: E731
-        return TextSamples(pick(self.raw_labels), pick(self.texts), pick(self.ids), self.source)
+        return TextSamples(pick(self.raw_labels), pick(self.texts), pick(self.ids), self.source, self.classes)
 
 
 def sort_labels(labels: Iterable[str]) -> list[str]:
