@@ -13,6 +13,7 @@ import pickle
 import random
 import tempfile
 import threading
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from torchguide.errors import CheckpointError, RunFailed
+from torchguide.files import special_kind
 
 FORMAT = "torchguide-checkpoint/1"
 
@@ -56,8 +58,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist", "check the path (runs/<name>/checkpoints/)")
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory", "give a .pt file, e.g. runs/<name>/checkpoints/best.pt")
+    kind = special_kind(path)
+    if kind:
+        raise CheckpointError(f"{path} is {kind}, not a file", "give a .pt file, e.g. runs/<name>/checkpoints/best.pt")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them; the error says it
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         reason = "it stores Python objects (e.g. a whole pickled model), which are not loaded for safety" \
             if "Unsupported global" in str(exc) else "it is not a checkpoint (corrupt or another kind of file)"
@@ -70,7 +77,27 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         kind = "a plain state_dict" if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path} is not a torchguide checkpoint (it holds {kind})",
                               "train with guide, or load the weights with model.weights in a config")
+    check_payload(payload, path)
     return payload
+
+
+# what eval, predict and inspect-model read, and the type each must have
+REQUIRED = {"task": str, "config": dict, "classes": list, "facts": dict, "model": dict}
+FACTS = ("vocab_size", "in_channels", "in_features")
+
+
+def check_payload(payload: dict[str, Any], path: str | Path,
+                  required: dict[str, type] = REQUIRED) -> None:
+    """Raise CheckpointError naming the entries a checkpoint lacks (or holds with the wrong type)."""
+    missing = [key for key in required if key not in payload]
+    wrong = [f"{key} is a {type(payload[key]).__name__}, not a {kind.__name__}"
+             for key, kind in required.items() if key in payload and not isinstance(payload[key], kind)]
+    if not missing and not wrong and "facts" in required:
+        missing = [f"facts.{key}" for key in FACTS if key not in payload["facts"]]
+    if missing or wrong:
+        what = "; ".join(([f"it lacks {', '.join(missing)}"] if missing else []) + wrong)
+        raise CheckpointError(f"cannot use {path}: an incomplete checkpoint ({what})",
+                              "use a checkpoint written by guide (runs/<name>/checkpoints/best.pt)")
 
 
 def rng_state() -> dict[str, Any]:

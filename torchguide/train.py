@@ -21,12 +21,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from rich.console import Console
 from torch import nn
 
 from torchguide import distributed
-from torchguide.checkpoint import BackgroundWriter, restore_rng, rng_state, save_checkpoint, snapshot
-from torchguide.config import Config, to_yaml
+from torchguide.checkpoint import (
+    REQUIRED,
+    BackgroundWriter,
+    check_payload,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+    snapshot,
+)
+from torchguide.config import Config, format_validation, to_yaml
 from torchguide.data.collate import Batch
 from torchguide.data.loaders import Data, build_data, make_loader, supply
 from torchguide.data.samplers import EpochBatchSampler
@@ -670,6 +679,7 @@ def keep_copy(path: Path, copy: Path) -> None:
 
 
 MUST_MATCH = ("model", "data", "loss", "seed", "task")
+RESUME_REQUIRED = {**REQUIRED, "optimizer": dict, "scaler": dict, "state": dict, "rng": dict}
 SCHEDULE_LENGTHS = ("total_steps", "T_max", "total_iters")
 
 
@@ -679,6 +689,7 @@ def restore(run: Run, payload: dict[str, Any]) -> list[str]:
     Returns the config changes that are allowed on resume (epochs, lr, logging, ...);
     a change to the model, data, loss or seed is a CheckpointError naming the field.
     """
+    check_payload(payload, "the checkpoint to resume", RESUME_REQUIRED)
     saved = payload["config"]
     now = run.config.model_dump(mode="json")
     for key in MUST_MATCH:
@@ -748,7 +759,12 @@ def first_difference(a: Any, b: Any, path: str) -> str:
 
 def model_from_checkpoint(payload: dict[str, Any]) -> tuple[Config, nn.Module, Vocab | None]:
     """Rebuild the trained model of a checkpoint (on the CPU) with its config and vocabulary."""
-    config = Config.model_validate(payload["config"])
+    try:
+        config = Config.model_validate(payload["config"])
+    except ValidationError as exc:
+        problems = "; ".join(format_validation(exc)[:3])
+        raise CheckpointError(f"the checkpoint's config is not a valid config: {problems}",
+                              "use a checkpoint written by guide") from exc
     facts = payload["facts"]
     data = Data(payload["task"], payload["classes"], vocab_size=facts["vocab_size"],
                 in_channels=facts["in_channels"], in_features=facts["in_features"],
