@@ -179,7 +179,9 @@ def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
     precision, precision_why = pick_precision(config.train.precision, device)
     seed_everything(config.seed)  # the same initial weights on every rank
     data = build_data(config, ("train", "valid"))
+    check_test_split(config, data)
     target, num_outputs = resolve_target(config.loss.name, data.num_classes)
+    check_loss_weights(config, data, num_outputs)
     output_kind, _ = loss_meta(config.loss.name)
     model = build_model(config, data, num_outputs).to(device)
     shard = {"rank": dist.rank, "world_size": dist.world_size}
@@ -215,6 +217,32 @@ def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
         notes.append(f"strategy: DataParallel over {torch.cuda.device_count()} GPUs "
                      "(DistributedDataParallel is faster: train.strategy=ddp)")
     return run
+
+
+def check_test_split(config: Config, data: Data) -> None:
+    """Read the test split now (files, headers, labels, classes), so its problems show before training.
+
+    Raises:
+        DataError: the test data is missing, unreadable, or has labels the training data lacks.
+    """
+    if config.data.test is not None and "test" not in data.splits:
+        build_data(config, ("test",), classes=data.classes, vocab=data.vocab, vocab_size=data.vocab_size)
+
+
+def check_loss_weights(config: Config, data: Data, num_outputs: int) -> None:
+    """A per-class `loss.weight` / `loss.pos_weight` list must have one value per model output.
+
+    Raises:
+        ConfigError: naming the key, the number of values and the class count.
+    """
+    for key in ("weight", "pos_weight"):
+        values = config.loss.kwargs.get(key)
+        if isinstance(values, list) and len(values) != num_outputs:
+            names = ", ".join(data.classes[:10]) + (" ..." if data.num_classes > 10 else "")
+            per = f"one per class ({names})" if num_outputs == data.num_classes else \
+                f"{num_outputs} for {config.loss.name} on {data.num_classes} classes"
+            raise ConfigError(f"loss.{key}: {len(values)} value(s), but the data has {data.num_classes} classes",
+                              f"give {num_outputs}: {per}")
 
 
 def preflight(run: Run) -> None:

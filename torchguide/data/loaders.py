@@ -81,11 +81,20 @@ def supply(registry: Registry, name: str, runtime: dict[str, Any]) -> dict[str, 
 
 
 def stratified_split(targets: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Split indices into (train, valid) keeping class shares, reproducibly under `seed`."""
+    """Split indices into (train, valid) keeping class shares, reproducibly under `seed`.
+
+    Raises:
+        ConfigError: the split would leave a class without training samples.
+    """
     generator = torch.Generator().manual_seed(seed)
     by_class: dict[int, list[int]] = {}
     for i, t in enumerate(targets):
         by_class.setdefault(t, []).append(i)
+    emptied = [label for label, idx in by_class.items() if len(idx) > 1 and round(len(idx) * fraction) >= len(idx)]
+    if emptied:
+        least = min(len(by_class[label]) for label in emptied)
+        raise ConfigError(f"data.valid.split: {fraction} of a class of {least} samples leaves it no training "
+                          f"sample ({len(emptied)} class(es) so)", f"use a split below {(least - 0.5) / least:.2f}")
     train, valid = [], []
     for label in sorted(by_class):
         idx = by_class[label]
@@ -111,7 +120,11 @@ def load_split(config: Config, split: str, path: str | None = None) -> Any | Non
         if key is None:
             raise DataError(f"dataset {section.name!r} does not read from a path; --data cannot replace it")
         kwargs[key] = path
-    return DATASETS.build(section.name, **kwargs)
+    try:
+        return DATASETS.build(section.name, **kwargs)
+    except DataError as exc:
+        where = "--data" if path is not None else f"data.{split}" + (f".{exc.key}" if exc.key else "")
+        raise DataError(f"{where}: {exc.message}", exc.hint) from exc
 
 
 def build_data(config: Config, splits: tuple[str, ...] = SPLITS, *, classes: list[str] | None = None,
@@ -153,6 +166,9 @@ def image_data(config: Config, raw: dict[str, ImageSamples], classes: list[str] 
     classes = classes or raw["train"].classes
     train_tf = build_pipeline(config.data.transforms.train)
     eval_tf = build_pipeline(config.data.transforms.eval)
+    if config.data.collate.name == "default":  # it stacks images, so they must come out the same size
+        check_sizes([ds for name, ds in raw.items() if name == "train"], config.data.transforms.train, "train")
+        check_sizes([ds for name, ds in raw.items() if name != "train"], config.data.transforms.eval, "eval")
     splits = {}
     for name, ds in raw.items():
         if ds.classes != classes:
@@ -172,7 +188,43 @@ def remap_classes(ds: ImageSamples, classes: list[str], split: str) -> ImageSamp
                         f"expected classes among {', '.join(classes)}")
     index = {c: i for i, c in enumerate(classes)}
     samples = [(p, index[ds.classes[y]]) for p, y in ds.samples]
-    return ImageSamples(samples, classes, ds.mode, ds.transform)
+    return ImageSamples(samples, classes, ds.mode, ds.transform, sizes=ds.sizes)
+
+
+SIZE_FIXING = {"centercrop", "randomcrop", "randomresizedcrop", "resizedcrop"}
+
+
+def fixes_size(items: list[Any] | None, sizes: list[tuple[int, int]]) -> bool:
+    """Whether a transform list makes images of `sizes` one size: a crop to a size, or a resize to
+    (H, W) (a resize to one number keeps the aspect ratio, so it is enough only when they all share one)."""
+    aspects = {w * 10**6 // h for w, h in sizes}
+    for item in items or []:
+        name, kwargs = (item, {}) if isinstance(item, str) else (item.name, item.kwargs)
+        name = name.lower().replace("_", "")
+        if name in SIZE_FIXING:
+            return True
+        if name == "resize":
+            size = kwargs.get("size")
+            if isinstance(size, list | tuple) and len(size) == 2 or isinstance(size, int) and len(aspects) == 1:
+                return True
+    return False
+
+
+def check_sizes(datasets: list[ImageSamples], items: list[Any] | None, stage: str) -> None:
+    """Refuse images of several sizes that no transform of `stage` brings to one size (they cannot be
+    stacked into a batch); the sizes come from the headers read when the files were verified."""
+    sizes: dict[tuple[int, int], str] = {}
+    for ds in datasets:
+        for size, path in (ds.sizes or {}).items():
+            sizes.setdefault(size, path)
+    if len(sizes) < 2 or fixes_size(items, list(sizes)):
+        return
+    (w1, h1), (w2, h2) = list(sizes)[:2]
+    example = f"{sizes[(w1, h1)]} is {w1}x{h1}, {sizes[(w2, h2)]} is {w2}x{h2}"
+    more = f" ({len(sizes)} sizes in all)" if len(sizes) > 2 else ""
+    raise ConfigError(f"data.transforms.{stage}: the images differ in size ({example}{more}) and no transform "
+                      "makes them one size, so they cannot be stacked into batches",
+                      f"add `{{name: resize, size: [{h1}, {w1}]}}` (or a center_crop) to data.transforms.{stage}")
 
 
 def text_data(config: Config, raw: dict[str, TextSamples], classes: list[str] | None,
