@@ -162,8 +162,8 @@ def read_header(path: str | Path) -> tuple[str, tuple[int, int]] | None:
     except (OSError, UnidentifiedImageError, ValueError):
         return None
     if size is None or size[0] * size[1] > MAX_PIXELS:
-        what = f"{size[0]}x{size[1]} pixels" if size else "more pixels than it can decode safely"
-        raise DataError(f"image {path} is too large: {what}, over the limit of {MAX_PIXELS:,}",
+        what = f" ({size[0]}x{size[1]})" if size else ""
+        raise DataError(f"image {path} has more than {MAX_PIXELS:,} pixels{what}, too many to decode safely",
                         "downscale it or remove it")
     return mode, size
 
@@ -222,17 +222,17 @@ def require_dir(root: str | Path) -> Path:
     return root
 
 
-def walk_files(folder: Path, visited: set[str]) -> list[tuple[Path, str]]:
-    """(path, real path) of every file under `folder`, following links to folders that are not in `visited`.
+def walk_files(folder: Path, root: Path, visited: set[str]) -> list[tuple[Path, str]]:
+    """(path, real path) of every file under `folder` (inside `root`), following links to folders.
 
-    Each folder is entered once (by its real path, added to `visited`), so links that point
-    back up never loop.
+    Each folder is entered once (by its real path, added to `visited`), and never one that
+    holds the root, so links that point back up never loop.
     """
-    found, stack = [], [folder]
+    found, stack, real_root = [], [folder], Path(os.path.realpath(root))
     while stack:
         current = stack.pop()
         real = os.path.realpath(current)
-        if real in visited:
+        if real in visited or real_root.is_relative_to(real):
             continue
         visited.add(real)
         try:
@@ -310,8 +310,8 @@ def image_folder(root: str, mode: str = "auto", verify: bool = True) -> ImageSam
     class_dirs = class_folders(root)
     if not class_dirs:
         raise DataError(f"no class folders in {root}", "expected root/<class>/<image>.png", key="root")
-    visited = {os.path.realpath(root)}  # no class folder walks back into the root
-    found = [(path, real, d.name) for d in class_dirs for path, real in walk_files(d, visited)]
+    visited: set[str] = set()
+    found = [(path, real, d.name) for d in class_dirs for path, real in walk_files(d, root, visited)]
     return classes_and_files(unique_files(found, root), root, mode, verify, classes=[d.name for d in class_dirs])
 
 

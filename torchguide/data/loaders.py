@@ -236,7 +236,7 @@ def text_data(config: Config, raw: dict[str, TextSamples], classes: list[str] | 
             raise DataError(f"the training data has one label ({classes[0]!r}); a classifier needs two or more")
     if has_text and vocab is None:
         vocab = Vocab.build(raw["train"].texts, config.data.vocab.min_freq, config.data.vocab.max_size)
-    splits = {name: ds.encode(vocab, classes, config.data.vocab.max_len) for name, ds in raw.items()}
+    splits = {name: encode_split(ds, name, vocab, classes, config.data.vocab.max_len) for name, ds in raw.items()}
     if vocab is not None:
         vocab_size = len(vocab)
     elif vocab_size is None:
@@ -245,6 +245,15 @@ def text_data(config: Config, raw: dict[str, TextSamples], classes: list[str] | 
         for ds in splits.values():
             ds.ids = [x.masked_fill(x >= vocab_size, 1) for x in ds.ids]
     return Data("text", classes, splits, vocab=vocab, vocab_size=vocab_size)
+
+
+def encode_split(ds: TextSamples, split: str, vocab: Vocab | None, classes: list[str],
+                 max_len: int | None) -> TextSamples:
+    """One split's token ids and class indices; a label outside `classes` is a DataError naming the split."""
+    try:
+        return ds.encode(vocab, classes, max_len)
+    except DataError as exc:
+        raise DataError(f"data.{split}: {exc.message}", exc.hint) from exc
 
 
 def auto_workers(dataset: Dataset, task: str) -> int:
