@@ -176,11 +176,12 @@ def read_csv(path: Path, raw: str, columns: tuple[str, ...], hint: str, delimite
                                     "field of each row")
                 rows.append((reader.line_num, row))
         except csv.Error as exc:
+            line = reader.line_num + 1  # the line it failed on was not counted yet
             if "field limit" in str(exc):
-                raise DataError(f"{path}, line {reader.line_num}: a field is longer than {MAX_FIELD_CHARS:,} "
+                raise DataError(f"{path}, line {line}: a field is longer than {MAX_FIELD_CHARS:,} "
                                 "characters", "look for an unclosed quote, which runs to the end of the file") \
                     from exc
-            raise DataError(f"{path}, line {reader.line_num}: {exc}") from exc
+            raise DataError(f"{path}, line {line}: {exc}") from exc
     return rows
 
 
