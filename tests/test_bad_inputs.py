@@ -9,7 +9,12 @@ the existing run byte-for-byte as it was (no new run directory either).
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import struct
+import subprocess
+import sys
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +23,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -143,6 +149,97 @@ def one_label_csv(w: World) -> str:
     return w.file("one_label.csv", "text,label\ngood film,fresh\nfine film,fresh\nnice,fresh\n")
 
 
+def tree(w: World, name: str, per_class: int = 10, classes: tuple[str, ...] = ("0", "1")) -> Path:
+    """A small ImageFolder tree of digit images (8x8) under `name`, written once."""
+    root = w.tmp / name
+    if not root.exists():
+        for label in classes:
+            (root / label).mkdir(parents=True)
+            for source in sorted((w.digits / "train" / label).iterdir())[:per_class]:
+                shutil.copy(source, root / label / source.name)
+    return root
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims `width` x `height` pixels (no pixel data): what a header check sees."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def mixed_sizes(w: World, name: str = "mixed") -> str:
+    root = tree(w, name)
+    Image.new("L", (12, 9), 7).save(root / "1" / "wide.png")
+    return str(root)
+
+
+def huge_image(w: World) -> str:
+    root = tree(w, "huge")
+    (root / "1" / "huge.png").write_bytes(png_header(15000, 15000))
+    return str(root)
+
+
+def zebra_test_split(w: World) -> str:
+    root = tree(w, "test-zebra")
+    shutil.copytree(root / "1", root / "zebra", dirs_exist_ok=True)
+    return str(root)
+
+
+def image_table(w: World, name: str, rows: str) -> str:
+    root = tree(w, "table")
+    return w.file(name, "path,label\n" + rows.format(a=root / "0" / "0000.png", b=root / "1" / "0000.png"))
+
+
+def alias_bomb(levels: int = 6) -> str:
+    """A kilobyte of YAML whose aliases expand to ten to the `levels` values."""
+    lines = ["name: bomb", "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + f"\nloss: {{name: cross_entropy, weight: *a{levels}}}\n"
+
+
+def edited_checkpoint(w: World, name: str, edit: Callable[[dict], object]) -> str:
+    """The finished run's best.pt with `edit` applied to its payload (which it changes or replaces)."""
+    payload = torch.load(w.best, weights_only=True)
+    payload = edit(payload) or payload
+    path = w.tmp / f"{name}.pt"
+    torch.save(payload, path)
+    return str(path)
+
+
+def drop(*keys: str) -> Callable[[dict], None]:
+    def edit(payload: dict) -> None:
+        for key in keys:
+            node = payload
+            *parents, last = key.split(".")
+            for part in parents:
+                node = node[part]
+            del node[last]
+    return edit
+
+
+def pickled_dict(w: World) -> str:
+    """A plain pickle (protocol 4): torch warns about it before refusing it."""
+    import pickle
+
+    path = w.tmp / "pickled.pt"
+    path.write_bytes(pickle.dumps({"weights": [1.0, 2.0]}, protocol=4))
+    return str(path)
+
+
+def fifo(w: World, name: str) -> str:
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no named pipes here")
+    path = w.tmp / name
+    if not path.exists():
+        os.mkfifo(path)
+    return str(path)
+
+
+LONG_FIELD = "x" * 10_000_001
+
+
 Case = tuple[str, Callable[[World], list[str]], int, str]
 
 CASES: list[Case] = [
@@ -242,12 +339,114 @@ CASES: list[Case] = [
     ("layer argument without a value", lambda w: ["inspect-layer", "linear", "in_features"], 2, "name=value"),
     ("unknown list kind", lambda w: ["list", "layerz"], 2, "unknown kind"),
     ("unknown data source", lambda w: ["data", "mnist", "--out", str(w.tmp / "m")], 2, "no such command 'mnist'"),
+    # ---- parsing that cannot hang or explode
+    ("yaml alias", lambda w: ["config", "validate", "--config", w.file("alias.yaml", "a: &x 1\nb: *x\n")], 2,
+     "line 2: YAML aliases (*x)"),
+    ("yaml alias bomb", lambda w: ["config", "show", "--config", w.file("bomb.yaml", alias_bomb())], 2,
+     "aliases"),
+    ("yaml merge key", lambda w: ["config", "validate", "--config",
+                                  w.file("merge.yaml", "base: &b {lr: 1}\noptimizer: {<<: *b, name: adam}\n")], 2,
+     "aliases"),
+    ("duplicate top-level key", lambda w: ["config", "validate", "--config",
+                                           w.file("dup.yaml", Path(DIGITS).read_text() + "name: again\n")], 2,
+     "key 'name' appears twice"),
+    ("duplicate nested key", lambda w: ["config", "validate", "--config",
+                                        w.file("dup2.yaml", "model: {name: simple_cnn, width: 8, width: 16}\n")], 2,
+     "line 1: key 'width' appears twice"),
+    ("duplicate key in an override", lambda w: w.image("model={name: simple_cnn, name: my_neural_net}"), 2,
+     "key 'name' appears twice"),
+    ("config over 1 MB", lambda w: ["config", "validate", "--config",
+                                    w.file("big.yaml", "# padding\n" * 120_000)], 2, "larger than 1 MB"),
+    ("/dev/null as config", lambda w: ["config", "validate", "--config", os.devnull], 2, "character device"),
+    ("/dev/zero as checkpoint", lambda w: ["eval", "--checkpoint", "/dev/zero"], 2, "character device"),
+    # ---- config values
+    ("zero threads", lambda w: w.image("train.threads=0"), 2, "train.threads"),
+    ("negative threads", lambda w: w.image("train.threads=-3"), 2, "train.threads"),
+    ("run name .", lambda w: w.image("name=."), 2, "name: use letters"),
+    ("run name ..", lambda w: w.image("name=.."), 2, "name: use letters"),
+    ("hidden run name", lambda w: w.image("name=.secret"), 2, "not starting with '.'"),
+    ("valid split emptying a class", lambda w: w.image(f"data.train.root={tree(w, 'pairs', 2)}", "~data.test",
+                                                      "data.valid.split=0.99"), 2, "data.valid.split: 0.99"),
+    ("loss weight of the wrong length", lambda w: w.image("loss.weight=[1, 2, 3]"), 2,
+     "loss.weight: 3 value(s), but the data has 10 classes"),
+    ("pos_weight of the wrong length", lambda w: w.text("loss.pos_weight=[1, 2, 3]"), 2, "loss.pos_weight"),
+    ("home folder expanded in data roots", lambda w: w.image("data.train.root=~/no-such-guide-data-here"), 2,
+     f"{Path.home()}/no-such-guide-data-here"),
+    # ---- images
+    ("images of two sizes", lambda w: w.image(f"data.train.root={mixed_sizes(w)}", "~data.test"), 2,
+     "add `{name: resize, size: [8, 8]}`"),
+    ("test images of another size", lambda w: w.image(f"data.test.root={mixed_sizes(w, 'mixed-test')}"), 2,
+     "data.transforms.eval: the images differ in size"),
+    ("resize to one number of images of two shapes",
+     lambda w: w.image(f"data.train.root={mixed_sizes(w)}", "~data.test",
+                       "data.transforms.train=[{name: resize, size: 8}]"), 2, "differ in size"),
+    ("image over the pixel budget", lambda w: w.image(f"data.train.root={huge_image(w)}", "~data.test"), 2,
+     "huge.png has more than"),
+    ("predict an image over the pixel budget",
+     lambda w: ["predict", "--checkpoint", w.best, f"{huge_image(w)}/1/huge.png"], 2, "huge.png has more than"),
+    ("predict a folder", lambda w: ["predict", "--checkpoint", w.best, str(w.tmp)], 2, "not an image file"),
+    ("predict a text file", lambda w: ["predict", "--checkpoint", w.best, w.file("note.png", "hello")], 2,
+     "cannot read image"),
+    ("missing test folder", lambda w: w.image(f"data.test.root={w.tmp / 'no-test'}"), 2, "data.test.root"),
+    ("test folder is a file", lambda w: w.image(f"data.test.root={w.file('test.txt', 'x')}"), 2, "data.test.root"),
+    ("test class the training lacks", lambda w: w.image(f"data.test.root={zebra_test_split(w)}"), 2,
+     "does not know: zebra"),
+    ("glob matching nothing", lambda w: w.image("data.train.name=image_glob", "data.train.pattern=*/*.jpg"), 2,
+     "data.train.pattern"),
+    ("image csv row without a label", lambda w: w.image(
+        "data.train={name: image_csv, csv_file: " + image_table(w, "short.csv", "{a},0\n{b}\n") + "}",
+        "~data.test"), 2, "line 3: 1 field(s)"),
+    ("image csv listing a missing file", lambda w: w.image(
+        "data.train={name: image_csv, csv_file: " + image_table(w, "lost.csv", "{a},0\nnope.png,1\n") + "}",
+        "~data.test"), 2, "data.train.csv_file"),
+    ("image csv with an empty label", lambda w: w.image(
+        "data.train={name: image_csv, csv_file: " + image_table(w, "blank.csv", "{a},0\n{b}, \n") + "}",
+        "~data.test"), 2, "line 3: empty label"),
+    # ---- text
+    ("csv row without a label", lambda w: w.text("data.train.path=" + w.file("short.csv", "text,label\na,fresh\nb\n")),
+     2, "line 3: 1 field(s) where the header has 2"),
+    ("csv row with an unquoted comma", lambda w: w.text(
+        "data.train.path=" + w.file("extra.csv", "text,label\na,fresh\nb, c,rotten\n")), 2, "line 3: 3 field(s)"),
+    ("csv field over the limit", lambda w: w.text(
+        "data.train.path=" + w.file("long.csv", f"text,label\nok,fresh\n{LONG_FIELD},rotten\n")), 2,
+     "longer than 10,000,000 characters"),
+    ("jsonl row without the text", lambda w: w.text(
+        "data.train.path=" + w.file("nokey.jsonl", '{"text": "a", "label": "fresh"}\n{"label": "rotten"}\n')), 2,
+     "line 2 has no text"),
+    ("jsonl row that is a list", lambda w: w.text(
+        "data.train.path=" + w.file("list.jsonl", '{"text": "a", "label": "fresh"}\n["b", "rotten"]\n')), 2,
+     "line 2 is a JSON list"),
+    ("jsonl null label", lambda w: w.text(
+        "data.train.path=" + w.file("null.jsonl", '{"text": "a", "label": null}\n')), 2, "line 1 has no label"),
+    ("text test labels the training lacks", lambda w: w.text(
+        "data.test.path=" + w.file("zebra.csv", "text,label\na,fresh\nb,zebra\n")), 2, "data.test: "),
+    ("missing text test file", lambda w: w.text(f"data.test.path={w.tmp / 'no-test.csv'}"), 2, "data.test.path"),
+    ("missing text valid file", lambda w: w.text(f"data.valid.path={w.tmp / 'no-valid.csv'}"), 2, "data.valid.path"),
+    ("text test file without the label column", lambda w: w.text(
+        "data.test.path=" + w.file("nolabel.csv", "text\na\n")), 2, "data.test: "),
+    ("token ids that are not integers", lambda w: w.text(
+        "data.train={name: token_ids, path: " + w.file("ids.jsonl", '{"ids": [1, "x"], "label": 1}\n') + "}",
+        "~data.valid", "~data.test"), 2, "ids must be a list of integers"),
+    # ---- checkpoints
+    ("checkpoint with only its format", lambda w: ["eval", "--checkpoint", edited_checkpoint(
+        w, "format-only", lambda p: {"format": p["format"]})], 2, "it lacks task, config, classes, facts, model"),
+    ("checkpoint without facts", lambda w: ["predict", "--checkpoint", edited_checkpoint(
+        w, "no-facts", drop("facts")), "x.png"], 2, "it lacks facts"),
+    ("checkpoint without one fact", lambda w: ["inspect-model", "--checkpoint", edited_checkpoint(
+        w, "no-channels", drop("facts.in_channels"))], 2, "facts.in_channels"),
+    ("checkpoint config that is a string", lambda w: ["eval", "--checkpoint", edited_checkpoint(
+        w, "str-config", lambda p: p.update(config="digits"))], 2, "config is a str, not a dict"),
+    ("checkpoint config that is not valid", lambda w: ["inspect-model", "--checkpoint", edited_checkpoint(
+        w, "bad-config", lambda p: p["config"].update(model="x"))], 2, "checkpoint's config is not a valid config"),
+    ("resume from a checkpoint without its optimizer", lambda w: w.image("--resume", edited_checkpoint(
+        w, "no-optimizer", drop("optimizer"))), 2, "it lacks optimizer"),
 ]
 
 
 def test_the_corpus_is_large_and_distinct() -> None:
-    assert len(CASES) >= 40
-    assert len({name for name, *_ in CASES}) == len(CASES)
+    assert len(CASES) >= 120
+    names = [name for name, *_ in CASES + HANG_CASES]
+    assert len(set(names)) == len(names)
 
 
 @pytest.mark.parametrize(("name", "argv", "code", "fragment"), CASES, ids=[c[0] for c in CASES])
@@ -261,6 +460,45 @@ def test_bad_input_is_answered(world: World, name: str, argv: Callable[[World], 
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and err.rstrip().endswith(errors[0]), f"{name}: want one error line last:\n{err}"
     assert fragment.lower() in errors[0].lower(), f"{name}: {fragment!r} not in {errors[0]!r}"
+    assert snapshot(world.out) == before, f"{name}: the existing run directory changed"
+
+
+# ---------------------------------------------------------------- inputs that could hang
+
+HANG_CASES: list[Case] = [
+    ("fifo as config", lambda w: w.image("--config", fifo(w, "pipe.yaml")), 2, "named pipe"),
+    ("fifo as config of config show", lambda w: ["config", "show", "--config", fifo(w, "pipe.yaml")], 2,
+     "named pipe"),
+    ("/dev/zero as config", lambda w: ["config", "validate", "--config", "/dev/zero"], 2, "character device"),
+    ("alias bomb under config validate", lambda w: ["config", "validate", "--config",
+                                                    w.file("bomb.yaml", alias_bomb())], 2, "aliases"),
+    ("alias bomb under config show", lambda w: ["config", "show", "--config", w.file("bomb.yaml", alias_bomb())], 2,
+     "aliases"),
+    ("fifo as checkpoint", lambda w: ["eval", "--checkpoint", fifo(w, "pipe.pt")], 2, "named pipe"),
+    ("fifo as checkpoint of inspect-model", lambda w: ["inspect-model", "--checkpoint", fifo(w, "pipe.pt")], 2,
+     "named pipe"),
+    ("pickle checkpoint without torch's warning", lambda w: ["eval", "--checkpoint", pickled_dict(w)], 2,
+     "it is not a checkpoint"),
+]
+
+
+@pytest.mark.parametrize(("name", "argv", "code", "fragment"), HANG_CASES, ids=[c[0] for c in HANG_CASES])
+def test_input_that_could_hang_is_refused_at_once(world: World, name: str, argv: Callable[[World], list[str]],
+                                                  code: int, fragment: str) -> None:
+    """The real command in a process of its own, killed if it does not answer in time."""
+    args = argv(world)
+    if "/dev/zero" in args and not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero here")
+    before = snapshot(world.out)
+    result = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=180, env={**os.environ, "NO_COLOR": "1"})
+    output = result.stdout + result.stderr
+    assert result.returncode == code, f"{name}: exit {result.returncode}\n{output}"
+    assert "Traceback" not in output and "Warning" not in output, output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), f"{name}:\n{result.stderr}"
+    assert fragment.lower() in errors[0].lower(), f"{name}: {fragment!r} not in {errors[0]!r}"
+    assert len(result.stdout) < 10_000, f"{name}: stdout grew to {len(result.stdout)} characters"
     assert snapshot(world.out) == before, f"{name}: the existing run directory changed"
 
 

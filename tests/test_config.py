@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from torchguide.config import apply_overrides, load_config, to_yaml
+from torchguide import config as config_module
+from torchguide.config import apply_overrides, load_config, parse_value, read_yaml, to_yaml
 from torchguide.errors import ConfigError
 
 BASE = {
@@ -294,3 +296,64 @@ def test_imports_are_recorded_and_looked_for_next_to_the_config_first(tmp_path: 
     from torchguide.registry import MODELS
 
     assert "test_recorded_here" in MODELS and "test_recorded_cwd" not in MODELS
+
+
+# ---------------------------------------------------------------- parsing that cannot hang or explode
+
+def test_yaml_aliases_are_refused_with_their_line(tmp_path: Path) -> None:
+    text = "name: t\nbase: &b {lr: 1}\noptimizer: *b\n"
+    assert problems(tmp_path, text) == ["line 3: YAML aliases (*b) are not accepted in a config: write the value "
+                                        "out where it is used"]
+
+
+def test_duplicate_keys_are_refused_with_key_and_line(tmp_path: Path) -> None:
+    assert problems(tmp_path, "name: a\nmodel: {name: simple_cnn}\nname: b\n") == [
+        "line 3: key 'name' appears twice in the same section: keep one (YAML would silently use the last)"]
+    (problem,) = problems(tmp_path, "model:\n  name: simple_cnn\n  width: 8\n  width: 16\n")
+    assert problem.startswith("line 4: key 'width'")
+    with pytest.raises(ConfigError, match="appears twice"):
+        parse_value("{a: 1, a: 2}")
+    assert parse_value("{a: 1, b: 2}") == {"a": 1, "b": 2}
+
+
+def test_only_regular_files_of_limited_size_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe.yaml")
+        with pytest.raises(ConfigError, match="named pipe"):
+            read_yaml(tmp_path / "pipe.yaml")  # refused without opening it, so it cannot block
+    with pytest.raises(ConfigError, match="character device"):
+        read_yaml(os.devnull)
+    monkeypatch.setattr(config_module, "MAX_CONFIG_BYTES", 100)
+    with pytest.raises(ConfigError, match="larger than"):
+        read_yaml(write(tmp_path, "# x\n" * 30))
+
+
+def test_a_bom_is_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "bom.yaml"
+    path.write_bytes("\ufeff".encode() + yaml.safe_dump(BASE).encode())
+    assert load_config(path).name == "t"
+
+
+# ---------------------------------------------------------------- values
+
+def test_home_is_expanded_in_output_dir(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, {**BASE, "output": {"dir": "~/runs"}}))
+    assert config.output.dir == str(Path.home() / "runs")
+
+
+@pytest.mark.parametrize("name", [".", "..", ".hidden", "a/b", ""])
+def test_run_names_that_leave_output_dir_or_hide_are_refused(tmp_path: Path, name: str) -> None:
+    assert any(p.startswith("name:") for p in problems(tmp_path, {**BASE, "name": name}))
+
+
+def test_run_names_with_dots_inside_are_fine(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, {**BASE, "name": "v1.2-run_3"})).name == "v1.2-run_3"
+
+
+@pytest.mark.parametrize(("threads", "ok"), [(0, False), (-3, False), (1, True), ("auto", True)])
+def test_threads_are_at_least_one_or_auto(tmp_path: Path, threads: object, ok: bool) -> None:
+    raw = {**BASE, "train": {"threads": threads}}
+    if ok:
+        assert load_config(write(tmp_path, raw)).train.threads == threads
+    else:
+        assert problems(tmp_path, raw) == [f"train.threads: give a number of threads >= 1, or auto (got {threads})"]

@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from torchguide.config import load_config
-from torchguide.data.image import image_csv, image_folder, image_glob
-from torchguide.data.loaders import build_data, stratified_split
+from torchguide.config import Component, load_config
+from torchguide.data import image as image_module
+from torchguide.data.image import image_csv, image_folder, image_glob, load_image, require_image_files
+from torchguide.data.loaders import build_data, check_sizes, fixes_size, stratified_split
 from torchguide.data.transforms import build_pipeline
-from torchguide.errors import DataError
+from torchguide.errors import ConfigError, DataError
 
 
 def make_tree(root: Path, spec: dict[str, list[tuple[str, str]]]) -> Path:
@@ -156,3 +158,95 @@ def test_eval_data_with_unknown_classes_is_refused(tmp_path: Path, digits_dir: P
                                  "model": {"name": "simple_cnn"}})
     with pytest.raises(DataError, match="classes the model does not know: cats"):
         build_data(cfg, ("test",), classes=[str(i) for i in range(10)])
+
+
+# ---------------------------------------------------------------- read right or refused
+
+def test_16_bit_images_use_the_full_8_bit_range(tmp_path: Path) -> None:
+    wide = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1024 + 1023)  # 1023 ... 65535
+    Image.fromarray(wide).save(tmp_path / "wide.png")  # torchvision decodes it to uint16
+    Image.fromarray(wide).save(tmp_path / "wide.tif")  # PIL decodes it as I;16
+    for name in ("wide.png", "wide.tif"):
+        image = load_image(str(tmp_path / name), "L")
+        assert image.dtype == torch.uint8 and int(image.min()) == 3 and int(image.max()) == 255, name
+        assert len(image.unique()) == 64, name
+    assert load_image(str(tmp_path / "wide.png"), "RGB").shape == (3, 8, 8)
+
+
+def test_a_class_folder_linking_into_the_root_is_not_a_class(tmp_path: Path, caplog) -> None:
+    root = make_tree(tmp_path / "root", {"a": [("1.png", "L"), ("2.png", "L")], "b": [("3.png", "L")]})
+    (root / "a2").symlink_to(root / "a", target_is_directory=True)
+    with caplog.at_level(logging.WARNING, logger="torchguide"):
+        ds = image_folder(str(root))
+    assert ds.classes == ["a", "b"] and len(ds) == 3
+    assert "a2" in caplog.text
+
+
+def test_links_never_loop_and_each_file_counts_once(tmp_path: Path, caplog) -> None:
+    root = make_tree(tmp_path / "root", {"a": [("1.png", "L")], "b": [("2.png", "L")]})
+    (root / "a" / "up").symlink_to(root, target_is_directory=True)  # a cycle
+    (root / "a" / "self").symlink_to(root / "a", target_is_directory=True)
+    (root / "b" / "again.png").symlink_to(root / "b" / "2.png")
+    outside = make_tree(tmp_path / "elsewhere", {"c": [("4.png", "L")]})
+    (root / "c").symlink_to(outside / "c", target_is_directory=True)  # data kept elsewhere: a class
+    with caplog.at_level(logging.WARNING, logger="torchguide"):
+        ds = image_folder(str(root))
+    assert ds.classes == ["a", "b", "c"]
+    assert sorted(Path(p).name for p, _ in ds.samples) == ["1.png", "2.png", "4.png"]  # not again.png
+    assert "reached twice" in caplog.text
+
+
+def test_sizes_come_from_the_headers(tmp_path: Path) -> None:
+    root = make_tree(tmp_path, {"a": [("1.png", "L")], "b": [("2.png", "L")]})
+    Image.new("L", (9, 7)).save(root / "b" / "3.png")
+    ds = image_folder(str(root))
+    assert set(ds.sizes) == {(6, 5), (9, 7)} and ds.view([0]).sizes == ds.sizes
+    assert image_folder(str(root), verify=False).sizes is None
+
+
+def test_images_of_several_sizes_need_a_transform_that_unifies_them(tmp_path: Path) -> None:
+    root = make_tree(tmp_path, {"a": [("1.png", "L")], "b": [("2.png", "L")]})
+    Image.new("L", (12, 10)).save(root / "b" / "3.png")  # the same shape as 6x5, twice as large
+    Image.new("L", (6, 6)).save(root / "a" / "4.png")
+    ds = image_folder(str(root))
+    with pytest.raises(ConfigError, match=r"data.transforms.train: the images differ in size .*\(3 sizes in all\)"):
+        check_sizes([ds], [], "train")
+    check_sizes([ds], [Component(name="resize", size=[8, 8])], "train")
+    check_sizes([ds], ["center_crop"], "train")
+    with pytest.raises(ConfigError, match="differ in size"):  # one number keeps each aspect ratio
+        check_sizes([ds], [Component(name="resize", size=8)], "train")
+    assert fixes_size([Component(name="resize", size=8)], [(6, 5), (12, 10)])
+
+
+def test_images_over_the_pixel_budget_are_refused_from_the_header(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_tree(tmp_path, {"a": [("1.png", "L")], "b": [("2.png", "L")]})
+    monkeypatch.setattr(image_module, "MAX_PIXELS", 29)
+    with pytest.raises(DataError, match=r"1.png has more than 29 pixels \(6x5\)"):
+        image_folder(str(root))
+    with pytest.raises(DataError, match="more than 29 pixels"):
+        require_image_files([str(root / "a" / "1.png")])
+
+
+def test_a_valid_split_may_not_empty_a_class() -> None:
+    with pytest.raises(ConfigError, match="data.valid.split: 0.9 of a class of 2 samples"):
+        stratified_split([0, 0, 1, 1, 1, 1, 1], 0.9, seed=0)
+    train, valid = stratified_split([0, 0, 1, 1, 1, 1, 1], 0.5, seed=0)
+    assert {0, 1} <= {[0, 0, 1, 1, 1, 1, 1][i] for i in train}
+
+
+def test_path_errors_name_the_split_key(tmp_path: Path, digits_dir: Path) -> None:
+    raw = {"name": "t", "data": {"train": {"name": "image_folder", "root": str(digits_dir / "train")},
+                                 "test": {"name": "image_folder", "root": str(tmp_path / "gone")}},
+           "model": {"name": "simple_cnn"}}
+    with pytest.raises(DataError, match=r"^data.test.root: image folder .*gone does not exist"):
+        build_data(load_config(None, raw=raw), ("test",))
+
+
+def test_image_csv_drops_a_bom_and_refuses_short_rows(tmp_path: Path) -> None:
+    make_tree(tmp_path / "img", {"a": [("1.png", "L")], "b": [("2.png", "L")]})
+    (tmp_path / "bom.csv").write_text("\ufeffpath,label\nimg/a/1.png,yes\nimg/b/2.png,no\n", encoding="utf-8")
+    assert image_csv(str(tmp_path / "bom.csv")).classes == ["no", "yes"]
+    (tmp_path / "short.csv").write_text("path,label\nimg/a/1.png,yes\nimg/b/2.png\n")
+    with pytest.raises(DataError, match="line 3: 1 field"):
+        image_csv(str(tmp_path / "short.csv"))

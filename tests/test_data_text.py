@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from torchguide.config import load_config
+from torchguide.data import text as text_module
 from torchguide.data.collate import pad_to_length, pad_to_longest
 from torchguide.data.loaders import build_data
 from torchguide.data.samplers import length_buckets, random, sorted_batches
@@ -164,3 +166,58 @@ def test_shards_cover_the_data_once_with_equal_batch_counts() -> None:
         assert len({len(s) for s in shards}) == 1
         seen = [i for shard in shards for b in shard for i in b]
         assert sorted(seen) == list(range(1000))
+
+
+# ---------------------------------------------------------------- rows read right or refused
+
+def test_a_bom_is_dropped_from_the_header(tmp_path: Path) -> None:
+    (tmp_path / "bom.csv").write_text("\ufefftext,label\ngood,pos\nbad,neg\n", encoding="utf-8")
+    assert text_csv(str(tmp_path / "bom.csv")).texts == ["good", "bad"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("text,label\ngood,pos\nbad\n", "line 3: 1 field\\(s\\) where the header has 2"),
+    ("text,label\ngood,pos\nbad, really,neg\n", "line 3: 3 field\\(s\\)"),
+    ("text,label\ngood,pos\n\nok, \n", "1 row\\(s\\) have an empty label, the first at line 4"),
+])
+def test_rows_that_do_not_fit_the_header_name_their_line(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "f.csv").write_text(content)
+    with pytest.raises(DataError, match=message):
+        text_csv(str(tmp_path / "f.csv"))
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"label": "neg"}', "line 2 has no text; it has label"),
+    ('{"text": "x", "label": null}', "line 2 has no label"),
+    ('["x", "neg"]', "line 2 is a JSON list"),
+    ("{not json", "line 2 is not JSON"),
+])
+def test_json_lines_without_a_column_name_their_line(tmp_path: Path, line: str, message: str) -> None:
+    (tmp_path / "f.jsonl").write_text('{"text": "a", "label": "pos"}\n' + line + "\n")
+    with pytest.raises(DataError, match=message):
+        text_csv(str(tmp_path / "f.jsonl"))
+
+
+def test_long_fields_are_read_up_to_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    long = "word " * 200_000  # a megabyte: over the csv module's own limit of 131072
+    (tmp_path / "f.csv").write_text(f"text,label\n{long},pos\nshort,neg\n")
+    assert len(text_csv(str(tmp_path / "f.csv")).texts[0]) == len(long)
+    before = csv.field_size_limit()
+    monkeypatch.setattr(text_module, "MAX_FIELD_CHARS", 1000)
+    with pytest.raises(DataError, match="line 2: a field is longer than 1,000 characters"):
+        text_csv(str(tmp_path / "f.csv"))
+    (tmp_path / "f.jsonl").write_text(json.dumps({"text": long, "label": "pos"}) + "\n")
+    with pytest.raises(DataError, match="line 1 has a field longer than 1,000"):
+        text_csv(str(tmp_path / "f.jsonl"))
+    assert csv.field_size_limit() == before  # the process-wide setting is put back
+
+
+def test_a_text_in_json_may_hold_unicode_line_separators(tmp_path: Path) -> None:
+    (tmp_path / "f.jsonl").write_text(json.dumps({"text": "a\u2028b", "label": "pos"}, ensure_ascii=False) + "\n")
+    assert text_csv(str(tmp_path / "f.jsonl")).texts == ["a\u2028b"]
+
+
+def test_home_is_expanded_in_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "f.csv").write_text("text,label\na,pos\n")
+    assert text_csv("~/f.csv").raw_labels == ["pos"]

@@ -9,9 +9,9 @@ import pytest
 import torch
 from rich.console import Console
 
-from torchguide.checkpoint import load_checkpoint
+from torchguide.checkpoint import check_payload, load_checkpoint
 from torchguide.config import load_config
-from torchguide.errors import CheckpointError, RunFailed
+from torchguide.errors import CheckpointError, ConfigError, DataError, RunFailed
 from torchguide.runner import new_run_dir
 from torchguide.train import build_run, fit, restore
 
@@ -244,3 +244,63 @@ def test_resume_refuses_a_changed_vocabulary(reviews_dir: Path, tmp_path: Path) 
     changed = build_run(load_config(ROOT / "configs/text/reviews.yaml", overrides, task="text"))
     with pytest.raises(CheckpointError, match="vocabulary .* differs"):
         restore(changed, load_checkpoint(run.run_dir / "checkpoints" / "last.pt"))
+
+
+# ---------------------------------------------------------------- checked before the first step
+
+def test_the_test_split_is_checked_before_training(digits_dir: Path, tmp_path: Path) -> None:
+    missing = digits_config(digits_dir, tmp_path, f"data.test={{name: image_folder, root: {tmp_path / 'gone'}}}")
+    with pytest.raises(DataError, match="^data.test.root: image folder"):
+        build_run(missing)
+    for label in ("3", "zebra"):
+        (tmp_path / "zebra" / label).mkdir(parents=True)
+        for source in sorted((digits_dir / "test" / "3").iterdir())[:2]:
+            (tmp_path / "zebra" / label / source.name).write_bytes(source.read_bytes())
+    unknown = digits_config(digits_dir, tmp_path, f"data.test={{name: image_folder, root: {tmp_path / 'zebra'}}}")
+    with pytest.raises(DataError, match="does not know: zebra"):
+        build_run(unknown)
+
+
+@pytest.mark.parametrize(("weights", "message"), [
+    ([1.0, 2.0, 3.0], "loss.weight: 3 value\\(s\\), but the data has 10 classes"),
+    ([1.0] * 11, "loss.weight: 11 value"),
+])
+def test_loss_weights_must_match_the_classes(digits_dir: Path, tmp_path: Path, weights: list[float],
+                                             message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_run(digits_config(digits_dir, tmp_path, f"loss.weight={weights}"))
+
+
+def test_checkpoints_missing_entries_are_named() -> None:
+    whole = {"task": "image", "config": {}, "classes": ["a"], "model": {},
+             "facts": {"vocab_size": None, "in_channels": 1, "in_features": 4}}
+    check_payload(whole, "x.pt")
+    cases = [({k: v for k, v in whole.items() if k != "facts"}, r"\(it lacks facts\)"),
+             ({"format": "torchguide-checkpoint/1"}, "it lacks task, config, classes, facts, model"),
+             ({**whole, "config": "digits"}, r"\(config is a str, not a dict\)"),
+             ({**whole, "facts": {"in_channels": 1}}, "it lacks facts.vocab_size, facts.in_features")]
+    for payload, message in cases:
+        with pytest.raises(CheckpointError, match=message):
+            check_payload(payload, "x.pt")
+
+
+def test_only_regular_files_load_as_checkpoints(tmp_path: Path) -> None:
+    import os
+
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe.pt")
+        with pytest.raises(CheckpointError, match="named pipe"):
+            load_checkpoint(tmp_path / "pipe.pt")  # refused without opening it, so it cannot block
+    with pytest.raises(CheckpointError, match="character device"):
+        load_checkpoint(os.devnull)
+
+
+def test_a_foreign_pickle_is_refused_without_torchs_warning(tmp_path: Path) -> None:
+    import pickle
+    import warnings
+
+    (tmp_path / "p.pt").write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would raise here instead of the CheckpointError
+        with pytest.raises(CheckpointError, match="not a checkpoint"):
+            load_checkpoint(tmp_path / "p.pt")

@@ -24,7 +24,7 @@ from torchguide.errors import GuideError
 from torchguide.losses import build_loss, loss_meta, takes_soft_targets
 from torchguide.optim import make_optimizer
 from torchguide.registry import one_line
-from torchguide.train import build_model, output_problem, resolve_target
+from torchguide.train import build_model, check_test_split, output_problem, resolve_target
 
 REGRESSION_LOSSES = ("mse", "l1", "smooth_l1", "huber", "custom_mse")
 
@@ -82,6 +82,10 @@ class Checker:
             self.data = build_data(cfg, ("train", "valid"))
         except GuideError as exc:
             self.fail("data", exc.lines()[0], "see `guide data inspect --config ...`")
+        try:
+            check_test_split(cfg, self.data)
+        except GuideError as exc:
+            self.fail("data", exc.lines()[0], "the run would stop on it before its first step")
         train = self.data.splits["train"]
         counts = Counter(train.targets)
         smallest, largest = min(counts.values()), max(counts.values())

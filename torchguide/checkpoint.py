@@ -14,6 +14,7 @@ import pickle
 import random
 import tempfile
 import threading
+import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 
 from torchguide.config import import_file, is_file_import
 from torchguide.errors import CheckpointError, GuideError, RunFailed
+from torchguide.files import special_kind
 from torchguide.registry import one_line
 
 FORMAT = "torchguide-checkpoint/1"
@@ -62,8 +64,13 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist", "check the path (runs/<name>/checkpoints/)")
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory", "give a .pt file, e.g. runs/<name>/checkpoints/best.pt")
+    kind = special_kind(path)
+    if kind:
+        raise CheckpointError(f"{path} is {kind}, not a file", "give a .pt file, e.g. runs/<name>/checkpoints/best.pt")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them; the error says it
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         reason = "it stores Python objects (e.g. a whole pickled model), which are not loaded for safety" \
             if "Unsupported global" in str(exc) else "it is not a checkpoint (corrupt or another kind of file)"
@@ -76,6 +83,7 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
         kind = "a plain state_dict" if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path} is not a torchguide checkpoint (it holds {kind})",
                               "train with guide, or load the weights with model.weights in a config")
+    check_payload(payload, path)
     return payload
 
 
@@ -152,6 +160,25 @@ def import_code(target: str) -> None:
     except Exception as exc:  # user code may raise anything
         raise CheckpointError(f"cannot import the checkpoint's code {target!r}: {type(exc).__name__}: "
                               f"{one_line(exc)}", "fix the error in that file") from exc
+
+
+# what eval, predict and inspect-model read, and the type each must have
+REQUIRED = {"task": str, "config": dict, "classes": list, "facts": dict, "model": dict}
+FACTS = ("vocab_size", "in_channels", "in_features")
+
+
+def check_payload(payload: dict[str, Any], path: str | Path,
+                  required: dict[str, type] = REQUIRED) -> None:
+    """Raise CheckpointError naming the entries a checkpoint lacks (or holds with the wrong type)."""
+    missing = [key for key in required if key not in payload]
+    wrong = [f"{key} is a {type(payload[key]).__name__}, not a {kind.__name__}"
+             for key, kind in required.items() if key in payload and not isinstance(payload[key], kind)]
+    if not missing and not wrong and "facts" in required:
+        missing = [f"facts.{key}" for key in FACTS if key not in payload["facts"]]
+    if missing or wrong:
+        what = "; ".join(([f"it lacks {', '.join(missing)}"] if missing else []) + wrong)
+        raise CheckpointError(f"cannot use {path}: an incomplete checkpoint ({what})",
+                              "use a checkpoint written by guide (runs/<name>/checkpoints/best.pt)")
 
 
 def rng_state() -> dict[str, Any]:

@@ -17,6 +17,7 @@ import difflib
 import hashlib
 import importlib
 import importlib.util
+import os
 import re
 import sys
 from pathlib import Path
@@ -36,6 +37,7 @@ from pydantic import (
 )
 
 from torchguide.errors import ConfigError, GuideError
+from torchguide.files import special_kind
 from torchguide.registry import (
     BATCH_TRANSFORMS,
     COLLATES,
@@ -224,6 +226,13 @@ class Train(BaseModel):
     on_nan: Literal["stop", "skip"] = "stop"
     threads: int | Literal["auto"] = "auto"
 
+    @field_validator("threads")
+    @classmethod
+    def positive_threads(cls, threads: int | str) -> int | str:
+        if isinstance(threads, int) and threads < 1:
+            raise ValueError("give a number of threads >= 1, or auto")
+        return threads
+
     @field_validator("device")
     @classmethod
     def device_name(cls, device: str) -> str:
@@ -236,6 +245,12 @@ class Train(BaseModel):
 class Output(BaseModel):
     model_config = Strict
     dir: str = "runs"
+
+    @field_validator("dir")
+    @classmethod
+    def expand_home(cls, folder: str) -> str:
+        """`~/runs` means the home folder, as in a shell (not a folder named `~`)."""
+        return os.path.expanduser(folder)
 
 
 class Config(BaseModel):
@@ -262,16 +277,50 @@ class Config(BaseModel):
     @field_validator("name")
     @classmethod
     def run_name(cls, name: str) -> str:
-        if not re.fullmatch(r"[\w.-]+", name):
-            raise ValueError("use letters, digits, '.', '_' and '-' only: it names the run's folder")
+        if not re.fullmatch(r"[\w-][\w.-]*", name):
+            raise ValueError("use letters, digits, '.', '_' and '-' only, not starting with '.': "
+                             "it names the run's folder inside output.dir")
         return name
 
 
 # ---------------------------------------------------------------- loading
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few dozen lines; anything this large is the wrong file
+
+
+class YamlRefused(ValueError):
+    """YAML that parses but that a config must not use: aliases, a key given twice."""
+
+    def __init__(self, problem: str, line: int) -> None:
+        super().__init__(f"line {line}: {problem}")
+        self.line = line
+
+
 class YamlLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that also reads `3e-4` as a float (YAML 1.2), not as a string."""
+    """yaml.SafeLoader that reads `3e-4` as a float (YAML 1.2), and refuses aliases and duplicate keys.
+
+    Aliases (`*name`) have no use in a config and let a kilobyte of YAML expand to
+    gigabytes (the "billion laughs"); a key given twice would silently keep its last value.
+    """
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise YamlRefused(f"YAML aliases (*{event.anchor}) are not accepted in a config: write the value "
+                              "out where it is used", event.start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise YamlRefused(f"key {key!r} appears twice in the same section: keep one "
+                                      "(YAML would silently use the last)", key_node.start_mark.line + 1)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 YamlLoader.add_implicit_resolver(
@@ -287,26 +336,52 @@ def parse_value(text: str) -> Any:
         return yaml.load(text, Loader=YamlLoader) if text.strip() else None
     except yaml.YAMLError:
         return text
+    except YamlRefused as exc:
+        raise ConfigError(f"value {text!r}: {exc}") from exc
 
 DEFAULT_COMPONENTS = {"loss": {"name": "cross_entropy"}, "optimizer": {"name": "adam", "lr": 1e-3},
                       "scheduler": {"name": "none"}}
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with the safe loader; any problem is a one-line ConfigError."""
-    path = Path(path)
+def read_config_text(path: Path) -> str:
+    """The text of a config file: a regular file of at most MAX_CONFIG_BYTES, in UTF-8.
+
+    Raises:
+        ConfigError: the path is missing, a directory, a pipe or device, too large, or not UTF-8.
+    """
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist: check the path")
     if path.is_dir():
         raise ConfigError(f"{path} is a directory: give a .yaml file, e.g. configs/image/digits.yaml")
+    kind = special_kind(path)
+    if kind:
+        raise ConfigError(f"{path} is {kind}, not a file: give a .yaml file, e.g. configs/image/digits.yaml")
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=YamlLoader)
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES >> 20} MB; a config is a few dozen lines",
+                          "check the path") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text", source=str(path)) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with the safe loader; any problem is a one-line ConfigError."""
+    path = Path(path)
+    text = read_config_text(path)
+    try:
+        raw = yaml.load(text, Loader=YamlLoader)
+    except YamlRefused as exc:
+        raise ConfigError(str(exc), source=str(path)) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"YAML syntax error{where}: {problem}", source=str(path)) from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not UTF-8 text", source=str(path)) from None
     if raw is None:
         raise ConfigError("the file is empty: start from a shipped config in configs/", source=str(path))
     if not isinstance(raw, dict):

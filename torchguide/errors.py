@@ -43,7 +43,15 @@ class ConfigError(GuideError):
 
 
 class DataError(GuideError):
-    """Data that cannot be read or used: missing files, empty folders, bad labels."""
+    """Data that cannot be read or used: missing files, empty folders, bad labels.
+
+    `key` names the dataset argument at fault (`root`, `path` ...), so the code that
+    knows which split it was reading can name the config key (`data.test.root`).
+    """
+
+    def __init__(self, message: str, hint: str | None = None, *, key: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.key = key
 
 
 class CheckpointError(GuideError):

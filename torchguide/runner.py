@@ -18,7 +18,7 @@ from rich.console import Console
 from torchguide import distributed
 from torchguide.checkpoint import import_checkpoint_code, load_checkpoint
 from torchguide.config import Config, load_config
-from torchguide.data.image import load_image
+from torchguide.data.image import load_image, require_image_files
 from torchguide.data.loaders import build_data, make_loader
 from torchguide.data.transforms import build_pipeline
 from torchguide.device import autocast, inference, pick_device
@@ -267,9 +267,7 @@ def predict(path: str | Path, items: list[str], top_k: int = 3, imports: Sequenc
     if payload["task"] == "image":
         mode = "L" if payload["facts"]["in_channels"] == 1 else "RGB"
         transform = build_pipeline(config.data.transforms.eval)
-        for item in items:
-            if not Path(item).is_file():
-                raise DataError(f"image {item} does not exist", "give paths of image files")
+        require_image_files(items)  # headers only: missing, unreadable and oversized files refused first
         inputs = (transform.finish(torch.stack([transform.sample(load_image(item, mode)) for item in items])),)
     else:
         from torchguide.data.collate import pad_to_longest

@@ -21,12 +21,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from rich.console import Console
 from torch import nn
 
 from torchguide import distributed
-from torchguide.checkpoint import BackgroundWriter, restore_rng, rng_state, save_checkpoint, snapshot
-from torchguide.config import Config, to_yaml
+from torchguide.checkpoint import (
+    REQUIRED,
+    BackgroundWriter,
+    check_payload,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+    snapshot,
+)
+from torchguide.config import Config, format_validation, to_yaml
 from torchguide.data.collate import Batch
 from torchguide.data.loaders import Data, build_data, make_loader, supply
 from torchguide.data.samplers import EpochBatchSampler
@@ -179,7 +188,9 @@ def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
     precision, precision_why = pick_precision(config.train.precision, device)
     seed_everything(config.seed)  # the same initial weights on every rank
     data = build_data(config, ("train", "valid"))
+    check_test_split(config, data)
     target, num_outputs = resolve_target(config.loss.name, data.num_classes)
+    check_loss_weights(config, data, num_outputs)
     output_kind, _ = loss_meta(config.loss.name)
     model = build_model(config, data, num_outputs).to(device)
     shard = {"rank": dist.rank, "world_size": dist.world_size}
@@ -220,6 +231,32 @@ def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
         notes.append(f"strategy: DataParallel over {torch.cuda.device_count()} GPUs "
                      "(DistributedDataParallel is faster: train.strategy=ddp)")
     return run
+
+
+def check_test_split(config: Config, data: Data) -> None:
+    """Read the test split now (files, headers, labels, classes), so its problems show before training.
+
+    Raises:
+        DataError: the test data is missing, unreadable, or has labels the training data lacks.
+    """
+    if config.data.test is not None and "test" not in data.splits:
+        build_data(config, ("test",), classes=data.classes, vocab=data.vocab, vocab_size=data.vocab_size)
+
+
+def check_loss_weights(config: Config, data: Data, num_outputs: int) -> None:
+    """A per-class `loss.weight` / `loss.pos_weight` list must have one value per model output.
+
+    Raises:
+        ConfigError: naming the key, the number of values and the class count.
+    """
+    for key in ("weight", "pos_weight"):
+        values = config.loss.kwargs.get(key)
+        if isinstance(values, list) and len(values) != num_outputs:
+            names = ", ".join(data.classes[:10]) + (" ..." if data.num_classes > 10 else "")
+            per = f"one per class ({names})" if num_outputs == data.num_classes else \
+                f"{num_outputs} for {config.loss.name} on {data.num_classes} classes"
+            raise ConfigError(f"loss.{key}: {len(values)} value(s), but the data has {data.num_classes} classes",
+                              f"give {num_outputs}: {per}")
 
 
 def preflight(run: Run) -> None:
@@ -685,6 +722,7 @@ def keep_copy(path: Path, copy: Path) -> None:
 
 
 MUST_MATCH = ("model", "data", "loss", "seed", "task")
+RESUME_REQUIRED = {**REQUIRED, "optimizer": dict, "scaler": dict, "state": dict, "rng": dict}
 SCHEDULE_LENGTHS = ("total_steps", "T_max", "total_iters")
 
 
@@ -694,6 +732,7 @@ def restore(run: Run, payload: dict[str, Any]) -> list[str]:
     Returns the config changes that are allowed on resume (epochs, lr, logging, ...);
     a change to the model, data, loss or seed is a CheckpointError naming the field.
     """
+    check_payload(payload, "the checkpoint to resume", RESUME_REQUIRED)
     saved = payload["config"]
     now = run.config.model_dump(mode="json")
     for key in MUST_MATCH:
@@ -763,7 +802,12 @@ def first_difference(a: Any, b: Any, path: str) -> str:
 
 def model_from_checkpoint(payload: dict[str, Any]) -> tuple[Config, nn.Module, Vocab | None]:
     """Rebuild the trained model of a checkpoint (on the CPU) with its config and vocabulary."""
-    config = Config.model_validate(payload["config"])
+    try:
+        config = Config.model_validate(payload["config"])
+    except ValidationError as exc:
+        problems = "; ".join(format_validation(exc)[:3])
+        raise CheckpointError(f"the checkpoint's config is not a valid config: {problems}",
+                              "use a checkpoint written by guide") from exc
     facts = payload["facts"]
     data = Data(payload["task"], payload["classes"], vocab_size=facts["vocab_size"],
                 in_channels=facts["in_channels"], in_features=facts["in_features"],

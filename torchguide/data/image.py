@@ -3,19 +3,28 @@
 All three produce an `ImageSamples`: a sorted list of (path, class index) with class
 names sorted alphabetically, so indices never depend on file-system order. Images are
 opened lazily in `__getitem__`, decoded to uint8 tensors in one mode (L or RGB) so mixed
-files work, and optionally kept in memory after their first decode (`data.cache: memory`).
+files work (16-bit images scaled to 0-255), and optionally kept in memory after their
+first decode (`data.cache: memory`).
+
+Links: every file counts once, by its real path. Links to folders are followed, each
+folder once, so a link back up never loops; a class folder that is a link to another
+folder of the same root is skipped (its images are counted there), and of two paths to
+one file the one without a link is kept. With `verify` (the default) each file's header
+is read once: files that are not images are skipped, images over `MAX_PIXELS` are
+refused, and the sizes seen are kept so a run can refuse sizes that cannot be batched.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
+import os
 import warnings
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, get_worker_info
@@ -28,6 +37,8 @@ from torchguide.registry import DATASETS
 
 log = logging.getLogger("torchguide")
 
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # PIL's own decompression-bomb budget
+WIDE_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}  # 16-bit (and 32-bit integer) grayscale
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 GRAY_MODES = {"1", "L", "I", "I;16", "F", "LA"}
 
@@ -45,13 +56,15 @@ class ImageSamples(Dataset):
 
     def __init__(self, samples: list[tuple[Any, int]], classes: list[str], mode: str,
                  transform: Callable[[Any], Any] | None = None, cache: bool = False,
-                 read: Callable[[Any, str], torch.Tensor] | None = None) -> None:
+                 read: Callable[[Any, str], torch.Tensor] | None = None,
+                 sizes: dict[tuple[int, int], str] | None = None) -> None:
         self.samples = samples
         self.classes = classes
         self.mode = mode
         self.transform = transform
         self.cache: dict[int, torch.Tensor] | None = {} if cache else None
         self.read = read or load_image
+        self.sizes = sizes  # (width, height) -> one file of that size, from the headers; None: not read
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -93,13 +106,13 @@ class ImageSamples(Dataset):
              cache: bool = False) -> ImageSamples:
         """The same images (or a subset) with another transform, e.g. a validation split."""
         samples = self.samples if indices is None else [self.samples[i] for i in indices]
-        return ImageSamples(samples, self.classes, self.mode, transform, cache, self.read)
+        return ImageSamples(samples, self.classes, self.mode, transform, cache, self.read, self.sizes)
 
     def relabel(self, classes: list[str]) -> ImageSamples:
         """The same images with class indices into `classes` (a superset of this split's classes)."""
         index = {c: i for i, c in enumerate(classes)}
         samples = [(key, index[self.classes[y]]) for key, y in self.samples]
-        return ImageSamples(samples, classes, self.mode, self.transform, read=self.read)
+        return ImageSamples(samples, classes, self.mode, self.transform, read=self.read, sizes=self.sizes)
 
 
 TORCHVISION_DECODES = (".jpg", ".jpeg", ".png")
@@ -121,34 +134,78 @@ def load_image(path: str, mode: str) -> torch.Tensor:
             image = decode_image(read_file(path), mode=ImageReadMode.GRAY if mode == "L" else ImageReadMode.RGB)
             if image.dtype == torch.uint8:
                 return image
+            if image.dtype == torch.uint16:  # a 16-bit PNG
+                return (image.to(torch.int32) >> 8).to(torch.uint8)
         except RuntimeError:
             pass
     return pil_to_tensor(open_image(path, mode))
 
 
 def open_image(path: str, mode: str) -> Image.Image:
-    """Decode one image file into `mode`; a broken file is a DataError naming it."""
+    """Decode one image file into `mode`; a broken or oversized file is a DataError naming it."""
     try:
         with Image.open(path) as image:
             if image.format == "JPEG":
                 image.draft(mode, image.size)
+            if image.mode in WIDE_MODES:
+                return to_8bit(image).convert(mode)
             return image.convert(mode)
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image {path} is too large to decode: {exc}", "downscale or remove it") from exc
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(f"cannot read image {path}: {exc}", "remove or replace the file") from None
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """A 16-bit grayscale image scaled to 0-255 (PIL's `convert("L")` clips it to only 0 and 255)."""
+    wide = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
+    return Image.fromarray((wide >> 8).astype(np.uint8), "L")
+
+
+def read_header(path: str | Path) -> tuple[str, tuple[int, int]] | None:
+    """(mode, (width, height)) from an image file's header, None if it is not an image.
+
+    Raises:
+        DataError: the image has more than MAX_PIXELS pixels (decoding it could exhaust memory).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, by name
+            with Image.open(path) as image:
+                mode, size = image.mode, image.size
+    except Image.DecompressionBombError:
+        size, mode = None, None
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+    if size is None or size[0] * size[1] > MAX_PIXELS:
+        what = f" ({size[0]}x{size[1]})" if size else ""
+        raise DataError(f"image {path} has more than {MAX_PIXELS:,} pixels{what}, too many to decode safely",
+                        "downscale it or remove it")
+    return mode, size
+
+
+def require_image_files(paths: list[str]) -> None:
+    """Refuse, before decoding anything, paths that are not image files or whose images are too large."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise DataError(f"image {path} does not exist" if not Path(path).exists() else
+                            f"{path} is not an image file", "give paths of image files")
+        if read_header(path) is None:
+            raise DataError(f"cannot read image {path}", "give paths of image files")
 
 
 def check_files(files: list[Path], labels: list[int], classes: list[str], root: Path, mode: str,
                 verify: bool) -> ImageSamples:
     """Drop files that are not images (with a warning naming them), pick the mode, check classes."""
-    samples, bad, modes = [], [], Counter()
+    samples, bad, modes, sizes = [], [], Counter(), {}
     for path, label in zip(files, labels, strict=True):
         if verify:
-            try:
-                with Image.open(path) as image:  # reads the header only
-                    modes[image.mode] += 1
-            except (OSError, UnidentifiedImageError):
+            header = read_header(path)  # the header only
+            if header is None:
                 bad.append(path)
                 continue
+            modes[header[0]] += 1
+            sizes.setdefault(header[1], str(path))
         samples.append((str(path), label))
     if bad:
         names = ", ".join(p.name for p in bad[:5]) + (" ..." if len(bad) > 5 else "")
@@ -166,17 +223,79 @@ def check_files(files: list[Path], labels: list[int], classes: list[str], root: 
     if mode == "auto":
         mode = "L" if modes and set(modes) <= GRAY_MODES else "RGB"
     if mode not in ("L", "RGB"):
-        raise DataError(f"mode must be L, RGB or auto, got {mode!r}")
-    return ImageSamples(samples, classes, mode)
+        raise DataError(f"mode must be L, RGB or auto, got {mode!r}", key="mode")
+    return ImageSamples(samples, classes, mode, sizes=sizes if verify else None)
 
 
 def require_dir(root: str | Path) -> Path:
-    root = Path(root)
+    """`root` (with `~` expanded) when it is a folder; else a DataError about argument `root`."""
+    root = Path(root).expanduser()
     if not root.exists():
-        raise DataError(f"image folder {root} does not exist", "check data.train.root or run `guide data digits`")
+        raise DataError(f"image folder {root} does not exist", "check the path, or run `guide data digits`",
+                        key="root")
     if not root.is_dir():
-        raise DataError(f"{root} is a file, not a folder of class folders")
+        raise DataError(f"{root} is a file, not a folder of class folders", key="root")
     return root
+
+
+def walk_files(folder: Path, root: Path, visited: set[str]) -> list[tuple[Path, str]]:
+    """(path, real path) of every file under `folder` (inside `root`), following links to folders.
+
+    Each folder is entered once (by its real path, added to `visited`), and never one that
+    holds the root, so links that point back up never loop.
+    """
+    found, stack, real_root = [], [folder], Path(os.path.realpath(root))
+    while stack:
+        current = stack.pop()
+        real = os.path.realpath(current)
+        if real in visited or real_root.is_relative_to(real):
+            continue
+        visited.add(real)
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    if entry.is_dir():
+                        stack.append(Path(entry.path))
+                    elif entry.is_file():
+                        where = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real, entry.name)
+                        found.append((Path(entry.path), where))
+        except OSError as exc:
+            raise DataError(f"cannot read folder {current}: {exc.strerror or exc}") from exc
+    return found
+
+
+def unique_files(pairs: list[tuple[Path, str, str]], root: Path) -> list[tuple[Path, str]]:
+    """(file, class) with each real file once: of two paths to one file, the one without a link wins.
+
+    `pairs` holds (path, real path, class name).
+    """
+    ordered = sorted(pairs, key=lambda p: (p[1] != os.path.abspath(p[0]), str(p[0])))
+    kept, seen = [], set()
+    for path, real, name in ordered:
+        if real not in seen:
+            seen.add(real)
+            kept.append((path, name))
+    if len(kept) < len(pairs):
+        log.warning("%d file(s) in %s are reached twice through links; each is counted once",
+                    len(pairs) - len(kept), root)
+    return kept
+
+
+def class_folders(root: Path) -> list[Path]:
+    """The class folders of `root`; a link to another folder of the root is skipped with a warning."""
+    real_root = Path(os.path.realpath(root))
+    folders, links = [], []
+    for folder in sorted(root.iterdir()):
+        if folder.name.startswith(".") or not folder.is_dir():
+            continue
+        if folder.is_symlink() and Path(os.path.realpath(folder)).is_relative_to(real_root):
+            links.append(folder.name)
+            continue
+        folders.append(folder)
+    if links:
+        log.warning("skipped class folder(s) %s in %s: links to folders of the same root, whose images "
+                    "are counted there", ", ".join(links), root)
+    return folders
 
 
 def is_image(path: Path) -> bool:
@@ -186,7 +305,7 @@ def is_image(path: Path) -> bool:
 def classes_and_files(pairs: list[tuple[Path, str]], root: Path, mode: str, verify: bool,
                       classes: list[str] | None = None) -> ImageSamples:
     """Turn (file, class name) pairs into samples with sorted class indices."""
-    skipped = [p for p, _ in pairs if not is_image(p)]
+    skipped = [p for p, _ in pairs if not is_image(p)]  # pairs of unique files (see unique_files)
     if skipped:
         log.warning("skipped %d non-image file(s) in %s, e.g. %s", len(skipped), root, skipped[0].name)
     pairs = sorted((p, c) for p, c in pairs if is_image(p))
@@ -204,11 +323,12 @@ def image_folder(root: str, mode: str = "auto", verify: bool = True) -> ImageSam
         verify: open each file's header once to skip files that are not images.
     """
     root = require_dir(root)
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    class_dirs = class_folders(root)
     if not class_dirs:
-        raise DataError(f"no class folders in {root}", "expected root/<class>/<image>.png")
-    pairs = [(f, d.name) for d in class_dirs for f in d.rglob("*") if not f.is_dir()]
-    return classes_and_files(pairs, root, mode, verify, classes=[d.name for d in class_dirs])
+        raise DataError(f"no class folders in {root}", "expected root/<class>/<image>.png", key="root")
+    visited: set[str] = set()
+    found = [(path, real, d.name) for d in class_dirs for path, real in walk_files(d, root, visited)]
+    return classes_and_files(unique_files(found, root), root, mode, verify, classes=[d.name for d in class_dirs])
 
 
 @DATASETS.register("image_glob", task="image")
@@ -221,28 +341,30 @@ def image_glob(root: str, pattern: str = "*/*", mode: str = "auto", verify: bool
     root = require_dir(root)
     files = [f for f in root.glob(pattern) if f.is_file()]
     if not files:
-        raise DataError(f"no files match {pattern!r} in {root}", "check data.train.pattern")
-    return classes_and_files([(f, f.parent.name) for f in files], root, mode, verify)
+        raise DataError(f"no files match {pattern!r} in {root}", "check the pattern", key="pattern")
+    found = [(f, os.path.realpath(f), f.parent.name) for f in files]
+    return classes_and_files(unique_files(found, root), root, mode, verify)
 
 
 @DATASETS.register("image_csv", task="image")
 def image_csv(csv_file: str, root: str | None = None, path_column: str = "path",
               label_column: str = "label", mode: str = "auto", verify: bool = True) -> ImageSamples:
     """Images listed in a CSV of `path,label` rows; paths relative to `root` (default: the CSV's folder)."""
-    table = Path(csv_file)
+    from torchguide.data.text import read_table  # the one CSV reader (BOM, short rows, long fields)
+
+    table = Path(csv_file).expanduser()
     if not table.is_file():
-        raise DataError(f"CSV file {table} does not exist", "check data.train.csv_file")
-    base = Path(root) if root else table.parent
-    with table.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise DataError(f"{table} has no rows")
-    missing = {path_column, label_column} - set(rows[0])
-    if missing:
-        raise DataError(f"{table} has no column(s) {', '.join(sorted(missing))}; it has {', '.join(rows[0])}",
-                        "set path_column / label_column")
-    pairs = [(base / r[path_column], r[label_column]) for r in rows]
+        raise DataError(f"CSV file {table} does not exist" if not table.exists() else f"{table} is not a file",
+                        "check the path", key="csv_file")
+    base = Path(root).expanduser() if root else table.parent
+    rows = read_table(table, (path_column, label_column), "set path_column / label_column")
+    labels = [str(r[label_column]).strip() for _, r in rows]
+    if "" in labels:
+        raise DataError(f"{table}, line {rows[labels.index('')][0]}: empty {label_column}",
+                        "give every row a label", key="csv_file")
+    pairs = [(base / str(r[path_column]), lab) for (_, r), lab in zip(rows, labels, strict=True)]
     lost = [p for p, _ in pairs if not p.exists()]
     if lost:
-        raise DataError(f"{len(lost)} file(s) listed in {table} do not exist, e.g. {lost[0]}")
-    return classes_and_files(pairs, base, mode, verify)
+        raise DataError(f"{len(lost)} file(s) listed in {table} do not exist, e.g. {lost[0]}", key="csv_file")
+    found = [(p, os.path.realpath(p), lab) for p, lab in pairs]
+    return classes_and_files(unique_files(found, base), base, mode, verify)

@@ -82,11 +82,20 @@ def supply(registry: Registry, name: str, runtime: dict[str, Any]) -> dict[str, 
 
 
 def stratified_split(targets: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Split indices into (train, valid) keeping class shares, reproducibly under `seed`."""
+    """Split indices into (train, valid) keeping class shares, reproducibly under `seed`.
+
+    Raises:
+        ConfigError: the split would leave a class without training samples.
+    """
     generator = torch.Generator().manual_seed(seed)
     by_class: dict[int, list[int]] = {}
     for i, t in enumerate(targets):
         by_class.setdefault(t, []).append(i)
+    emptied = [label for label, idx in by_class.items() if len(idx) > 1 and round(len(idx) * fraction) >= len(idx)]
+    if emptied:
+        least = min(len(by_class[label]) for label in emptied)
+        raise ConfigError(f"data.valid.split: {fraction} of a class of {least} samples leaves it no training "
+                          f"sample ({len(emptied)} class(es) so)", f"use a split below {(least - 0.5) / least:.2f}")
     train, valid = [], []
     for label in sorted(by_class):
         idx = by_class[label]
@@ -115,7 +124,11 @@ def load_split(config: Config, split: str, path: str | None = None) -> ImageSamp
         if key is None:
             raise DataError(f"dataset {section.name!r} does not read from a path; --data cannot replace it")
         kwargs[key] = path
-    return build_dataset(section.name, **kwargs)
+    try:
+        return build_dataset(section.name, **kwargs)
+    except DataError as exc:
+        where = "--data" if path is not None else f"data.{split}" + (f".{exc.key}" if exc.key else "")
+        raise DataError(f"{where}: {exc.message}", exc.hint) from exc
 
 
 def build_data(config: Config, splits: tuple[str, ...] = SPLITS, *, classes: list[str] | None = None,
@@ -157,6 +170,9 @@ def image_data(config: Config, raw: dict[str, ImageSamples], classes: list[str] 
     classes = classes or raw["train"].classes
     train_tf = build_pipeline(config.data.transforms.train)
     eval_tf = build_pipeline(config.data.transforms.eval)
+    if config.data.collate.name == "default":  # it stacks images, so they must come out the same size
+        check_sizes([ds for name, ds in raw.items() if name == "train"], config.data.transforms.train, "train")
+        check_sizes([ds for name, ds in raw.items() if name != "train"], config.data.transforms.eval, "eval")
     splits = {}
     for name, ds in raw.items():
         if ds.classes != classes:
@@ -177,6 +193,42 @@ def remap_classes(ds: ImageSamples, classes: list[str], split: str) -> ImageSamp
     return ds.relabel(classes)
 
 
+SIZE_FIXING = {"centercrop", "randomcrop", "randomresizedcrop", "resizedcrop"}
+
+
+def fixes_size(items: list[Any] | None, sizes: list[tuple[int, int]]) -> bool:
+    """Whether a transform list makes images of `sizes` one size: a crop to a size, or a resize to
+    (H, W) (a resize to one number keeps the aspect ratio, so it is enough only when they all share one)."""
+    aspects = {w * 10**6 // h for w, h in sizes}
+    for item in items or []:
+        name, kwargs = (item, {}) if isinstance(item, str) else (item.name, item.kwargs)
+        name = name.lower().replace("_", "")
+        if name in SIZE_FIXING:
+            return True
+        if name == "resize":
+            size = kwargs.get("size")
+            if isinstance(size, list | tuple) and len(size) == 2 or isinstance(size, int) and len(aspects) == 1:
+                return True
+    return False
+
+
+def check_sizes(datasets: list[ImageSamples], items: list[Any] | None, stage: str) -> None:
+    """Refuse images of several sizes that no transform of `stage` brings to one size (they cannot be
+    stacked into a batch); the sizes come from the headers read when the files were verified."""
+    sizes: dict[tuple[int, int], str] = {}
+    for ds in datasets:
+        for size, path in (ds.sizes or {}).items():
+            sizes.setdefault(size, path)
+    if len(sizes) < 2 or fixes_size(items, list(sizes)):
+        return
+    (w1, h1), (w2, h2) = list(sizes)[:2]
+    example = f"{sizes[(w1, h1)]} is {w1}x{h1}, {sizes[(w2, h2)]} is {w2}x{h2}"
+    more = f" ({len(sizes)} sizes in all)" if len(sizes) > 2 else ""
+    raise ConfigError(f"data.transforms.{stage}: the images differ in size ({example}{more}) and no transform "
+                      "makes them one size, so they cannot be stacked into batches",
+                      f"add `{{name: resize, size: [{h1}, {w1}]}}` (or a center_crop) to data.transforms.{stage}")
+
+
 def text_data(config: Config, raw: dict[str, TextSamples], classes: list[str] | None,
               vocab: Vocab | None, vocab_size: int | None) -> Data:
     has_text = next(iter(raw.values())).texts is not None
@@ -186,7 +238,7 @@ def text_data(config: Config, raw: dict[str, TextSamples], classes: list[str] | 
             raise DataError(f"the training data has one label ({classes[0]!r}); a classifier needs two or more")
     if has_text and vocab is None:
         vocab = Vocab.build(raw["train"].texts, config.data.vocab.min_freq, config.data.vocab.max_size)
-    splits = {name: ds.encode(vocab, classes, config.data.vocab.max_len) for name, ds in raw.items()}
+    splits = {name: encode_split(ds, name, vocab, classes, config.data.vocab.max_len) for name, ds in raw.items()}
     if vocab is not None:
         vocab_size = len(vocab)
     elif vocab_size is None:
@@ -195,6 +247,15 @@ def text_data(config: Config, raw: dict[str, TextSamples], classes: list[str] | 
         for ds in splits.values():
             ds.ids = [x.masked_fill(x >= vocab_size, 1) for x in ds.ids]
     return Data("text", classes, splits, vocab=vocab, vocab_size=vocab_size)
+
+
+def encode_split(ds: TextSamples, split: str, vocab: Vocab | None, classes: list[str],
+                 max_len: int | None) -> TextSamples:
+    """One split's token ids and class indices; a label outside `classes` is a DataError naming the split."""
+    try:
+        return ds.encode(vocab, classes, max_len)
+    except DataError as exc:
+        raise DataError(f"data.{split}: {exc.message}", exc.hint) from exc
 
 
 def auto_workers(dataset: Dataset, task: str) -> int:

@@ -74,7 +74,7 @@ def survey_images(dataset: ImageSamples) -> dict[str, Any]:
                 sizes[f"{image.width}x{image.height}"] += 1
                 modes[image.mode] += 1
                 image.verify()
-        except (OSError, UnidentifiedImageError, ValueError):
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
             unreadable.append(path)
             continue
         digests.setdefault(hashlib.md5(Path(path).read_bytes()).hexdigest(), []).append(path)

@@ -14,8 +14,10 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +29,7 @@ from torchguide.registry import DATASETS
 log = logging.getLogger("torchguide")
 
 PAD, UNK = "<pad>", "<unk>"
+MAX_FIELD_CHARS = 10_000_000  # one text of ten million characters is a broken file, not a sample
 TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
 
 
@@ -118,43 +121,110 @@ def sort_labels(labels: Iterable[str]) -> list[str]:
     return sorted(unique)
 
 
-def read_rows(path: Path, text: str, label: str) -> list[dict[str, str]]:
-    """Rows of a .csv, .tsv or .jsonl file; problems are DataErrors naming the file."""
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 (byte {exc.start})", "re-save the file as UTF-8") from None
-    if not raw.strip():
-        raise DataError(f"{path} is empty")
+Row = tuple[int, dict[str, Any]]  # (line number in the file, the row's fields)
+
+
+def read_table(path: Path, columns: tuple[str, ...], hint: str) -> list[Row]:
+    """Rows of a .csv, .tsv or .jsonl file that has `columns`; problems are DataErrors naming the line.
+
+    A BOM is dropped; a row with fewer or more fields than the header, a JSON line without
+    a column, and a field over MAX_FIELD_CHARS are refused. `hint` says how to name other columns.
+    """
+    raw = read_text(path)
     if path.suffix == ".jsonl":
-        try:
-            rows = [json.loads(line) for line in raw.splitlines() if line.strip()]
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: line {exc.lineno} is not JSON") from None
+        rows = read_jsonl(path, raw, columns)
     else:
-        delimiter = "\t" if path.suffix in (".tsv", ".tab") else ","
-        rows = list(csv.DictReader(io.StringIO(raw, newline=""), delimiter=delimiter))
+        rows = read_csv(path, raw, columns, hint, "\t" if path.suffix in (".tsv", ".tab") else ",")
     if not rows:
         raise DataError(f"{path} has a header but no rows")
-    missing = [c for c in (text, label) if c not in rows[0]]
-    if missing:
-        raise DataError(f"{path} has no column(s) {', '.join(missing)}; it has {', '.join(map(str, rows[0]))}",
-                        "set `text:` and `label:` in the dataset config")
+    return rows
+
+
+def read_text(path: Path) -> str:
+    """A data file's text: UTF-8, a leading BOM dropped; an empty file is a DataError."""
+    try:
+        raw = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 (byte {exc.start})", "re-save the file as UTF-8") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if not raw.strip():
+        raise DataError(f"{path} is empty")
+    return raw
+
+
+@contextmanager
+def csv_field_limit(limit: int) -> Iterator[None]:
+    """The csv module's field limit (a process-wide setting) raised for a block, then put back."""
+    old = csv.field_size_limit(limit)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def read_csv(path: Path, raw: str, columns: tuple[str, ...], hint: str, delimiter: str) -> list[Row]:
+    reader = csv.DictReader(io.StringIO(raw, newline=""), delimiter=delimiter)
+    rows = []
+    with csv_field_limit(MAX_FIELD_CHARS):
+        try:
+            header = reader.fieldnames or []
+            missing = [c for c in columns if c not in header]
+            if missing:
+                raise DataError(f"{path} has no column(s) {', '.join(missing)}; it has {', '.join(header)}", hint)
+            for row in reader:
+                if None in row or None in row.values():
+                    fields = len(header) + len(row.get(None, [])) - list(row.values()).count(None)
+                    raise DataError(f"{path}, line {reader.line_num}: {fields} field(s) where the header has "
+                                    f"{len(header)}", "quote fields that contain the delimiter, and fill every "
+                                    "field of each row")
+                rows.append((reader.line_num, row))
+        except csv.Error as exc:
+            line = reader.line_num + 1  # the line it failed on was not counted yet
+            if "field limit" in str(exc):
+                raise DataError(f"{path}, line {line}: a field is longer than {MAX_FIELD_CHARS:,} "
+                                "characters", "look for an unclosed quote, which runs to the end of the file") \
+                    from exc
+            raise DataError(f"{path}, line {line}: {exc}") from exc
+    return rows
+
+
+def read_jsonl(path: Path, raw: str, columns: tuple[str, ...]) -> list[Row]:
+    rows = []
+    for number, line in enumerate(raw.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise DataError(f"{path}: line {number} is not JSON") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: line {number} is a JSON {type(row).__name__}, not an object with keys "
+                            f"{', '.join(columns)}")
+        missing = [c for c in columns if row.get(c) is None]
+        if missing:
+            raise DataError(f"{path}: line {number} has no {', '.join(missing)}; it has "
+                            f"{', '.join(map(str, row)) or 'no keys'}", "give every line each key")
+        if any(isinstance(row[c], str) and len(row[c]) > MAX_FIELD_CHARS for c in columns):
+            raise DataError(f"{path}: line {number} has a field longer than {MAX_FIELD_CHARS:,} characters")
+        rows.append((number, row))
     return rows
 
 
 @DATASETS.register("text_csv", task="text")
 def text_csv(path: str, text: str = "text", label: str = "label") -> TextSamples:
     """Texts and labels from a CSV, TSV (.tsv) or JSON-lines (.jsonl) file; columns named in config."""
-    file = Path(path)
+    file = Path(path).expanduser()
     if not file.is_file():
         raise DataError(f"text file {file} does not exist" if not file.exists() else f"{file} is not a file",
-                        "check the path, or run `guide data reviews`")
-    rows = read_rows(file, text, label)
-    texts = [str(r[text] or "") for r in rows]
-    labels = [str(r[label]).strip() for r in rows]
-    if any(lab == "" for lab in labels):
-        raise DataError(f"{file}: {labels.count('')} row(s) have an empty label")
+                        "check the path, or run `guide data reviews`", key="path")
+    rows = read_table(file, (text, label), "set `text:` and `label:` in the dataset config")
+    texts = [str(r[text]) for _, r in rows]
+    labels = [str(r[label]).strip() for _, r in rows]
+    if "" in labels:
+        line = rows[labels.index("")][0]
+        raise DataError(f"{file}: {labels.count('')} row(s) have an empty label, the first at line {line}",
+                        "give every row a label")
     empty = sum(1 for t in texts if not t.strip())
     if empty:
         log.warning("%s: %d empty text(s); each is read as one unknown token", file, empty)
@@ -165,9 +235,9 @@ def text_csv(path: str, text: str = "text", label: str = "label") -> TextSamples
 def token_ids(path: str) -> TextSamples:
     """Pre-tokenized sequences: .jsonl rows `{"ids": [...], "label": ...}`, or an .npz with
     `ids` (one flat int array), `offsets` (start of each sequence) and `labels`. Id 0 is padding."""
-    file = Path(path)
+    file = Path(path).expanduser()
     if not file.is_file():
-        raise DataError(f"token file {file} does not exist")
+        raise DataError(f"token file {file} does not exist", key="path")
     if file.suffix == ".npz":
         with np.load(file) as npz:
             missing = {"ids", "offsets", "labels"} - set(npz.files)
@@ -178,9 +248,13 @@ def token_ids(path: str) -> TextSamples:
         ids = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         labels = [str(x) for x in labels.tolist()]
     else:
-        rows = read_rows(file, "ids", "label")
-        ids = [torch.tensor(r["ids"], dtype=torch.long) for r in rows]
-        labels = [str(r["label"]) for r in rows]
+        rows = read_table(file, ("ids", "label"), "write columns ids and label")
+        bad = next((line for line, r in rows if not isinstance(r["ids"], list)
+                    or not all(isinstance(i, int) for i in r["ids"])), None)
+        if bad is not None:
+            raise DataError(f"{file}: line {bad}: ids must be a list of integers")
+        ids = [torch.tensor(r["ids"], dtype=torch.long) for _, r in rows]
+        labels = [str(r["label"]) for _, r in rows]
     if any(len(x) == 0 for x in ids):
         raise DataError(f"{file}: some sequences are empty")
     if any(int(x.min()) < 0 for x in ids):
