@@ -432,7 +432,8 @@ def optimizer_step(run: Run) -> bool:
     """Clip, step, zero the gradients, and step a per-batch scheduler; returns whether the weights moved.
 
     With fp16 loss scaling, the scaler skips a step whose gradients overflowed and halves
-    its scale: such a step is not counted and does not advance the schedule.
+    its scale: such a step is not counted and does not advance the schedule. (Reading the
+    scale waits for the GPU; the scaler's own step waits for it at every step anyway.)
     """
     scaling = run.scaler.is_enabled()
     scale = run.scaler.get_scale() if scaling else 0.0
