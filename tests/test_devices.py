@@ -224,12 +224,12 @@ def test_a_step_skipped_by_the_scaler_is_not_counted(digits_dir: Path, tmp_path:
     before = [p.detach().clone() for p in run.model.parameters()]
     for p in run.model.parameters():
         p.grad = torch.full_like(p, float("inf"))
-    assert optimizer_step(run) is False
+    optimizer_step(run)
     assert run.state.step == 0 and not steps and run.scaler.get_scale() == 2.0**9
     assert all(torch.equal(a, b) for a, b in zip(before, run.model.parameters(), strict=True))
     for p in run.model.parameters():
         p.grad = torch.ones_like(p)
-    assert optimizer_step(run) is True
+    optimizer_step(run)
     assert run.state.step == 1 and steps == [1]
 
 

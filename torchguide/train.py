@@ -372,7 +372,9 @@ def train_one_epoch(run: Run, progress: TrainProgress) -> dict[str, float]:
         seen += batch.labels.shape[0]
         tokens += int(lengths.sum()) if lengths is not None else 0
         if stepping:
-            if optimizer_step(run):  # False: an fp16 step the scaler skipped (overflowing gradients)
+            steps = state.step
+            optimizer_step(run)
+            if state.step > steps:  # not an fp16 step the scaler skipped (overflowing gradients)
                 after_step(run, meter)
             if stop or (run.stop.requested and not run.dist.enabled):  # a safe point: no gradients pending
                 state.meter = meter.state()
@@ -428,8 +430,8 @@ def agree(run: Run, loss: torch.Tensor, stepping: bool) -> tuple[bool, bool]:
     return bool(flags[0] > 0), bool(flags[1] > 0)
 
 
-def optimizer_step(run: Run) -> bool:
-    """Clip, step, zero the gradients, and step a per-batch scheduler; returns whether the weights moved.
+def optimizer_step(run: Run) -> None:
+    """Clip, step, zero the gradients, count the step, and step a per-batch scheduler.
 
     With fp16 loss scaling, the scaler skips a step whose gradients overflowed and halves
     its scale: such a step is not counted and does not advance the schedule. (Reading the
@@ -444,11 +446,10 @@ def optimizer_step(run: Run) -> bool:
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)  # zero the gradients for the next batch
     if scaling and run.scaler.get_scale() < scale:  # skipped: inf/NaN gradients
-        return False
+        return
     run.state.step += 1
     if run.scheduler is not None and run.interval == "step":
         run.scheduler.step()
-    return True
 
 
 def check_values(run: Run, loss: float) -> None:
