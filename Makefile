@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 GUIDE := $(VENV)/bin/guide
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo demo-image demo-text data test lint bench clean
+.PHONY: setup demo demo-image demo-text data test lint bench gpu-check clean
 
 setup: $(STAMP)  ## create .venv and install guide with its dev tools (quick when up to date)
 
@@ -41,6 +41,9 @@ lint: $(STAMP)  ## ruff
 
 bench: $(STAMP)  ## speed figures as ratios against hand-written baselines
 	$(PY) benchmarks/run.py
+
+gpu-check: $(STAMP)  ## the CUDA paths end to end on one GPU (about 5 minutes): benchmarks/gpu-results.json
+	$(PY) benchmarks/gpu_check.py
 
 clean:  ## remove runs and demo data (keeps .venv)
 	rm -rf runs data

@@ -12,6 +12,26 @@ import torch
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `cuda` skip themselves, with the reason, on a machine without a CUDA GPU."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none is visible)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def pin_device(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`train.device: auto` means the CPU in every test but those marked `cuda`, in this process and
+    the ones it starts, so a GPU machine runs the same CPU tests plus the CUDA ones."""
+    if request.node.get_closest_marker("cuda"):
+        monkeypatch.delenv("GUIDE_DEVICE", raising=False)
+    else:
+        monkeypatch.setenv("GUIDE_DEVICE", "cpu")
+
+
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """scikit-learn's digits as an ImageFolder tree (train/ and test/)."""

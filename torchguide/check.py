@@ -19,7 +19,7 @@ import torch
 
 from torchguide.config import Config
 from torchguide.data.loaders import build_data, make_loader
-from torchguide.device import autocast, pick_device, pick_precision, seed_everything
+from torchguide.device import autocast, pick_device, pick_precision, prepare_device, seed_everything
 from torchguide.errors import GuideError
 from torchguide.losses import build_loss, loss_meta, takes_soft_targets
 from torchguide.optim import make_optimizer
@@ -66,8 +66,10 @@ class Checker:
         cfg = self.config
         self.device, _ = pick_device(cfg.train.device)
         self.precision, _ = pick_precision(cfg.train.precision, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         seed_everything(cfg.seed)
         self.check_data()
+        prepare_device(self.device, self.data.task, cfg.train.deterministic)
         self.check_model()
         self.check_loss()
         self.check_gradients()
@@ -208,7 +210,7 @@ class Checker:
     # ---------------------------------------------------------------- backward and one step
 
     def check_gradients(self) -> None:
-        self.loss.backward()
+        self.scaler.scale(self.loss).backward()  # fp16: scaled, as in training
         unused = [n for n, p in self.model.named_parameters() if p.requires_grad and p.grad is None]
         zero = [n for n, p in self.model.named_parameters() if p.grad is not None and not p.grad.any()]
         if unused:
@@ -229,7 +231,8 @@ class Checker:
         except GuideError as exc:
             self.fail("step", "; ".join(getattr(exc, "problems", [exc.message])), exc.hint)
         before = float(self.loss.detach())
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
             after = float(self.loss_fn(self.forward(), self.batch.target))
@@ -247,8 +250,9 @@ class Checker:
         started = time.perf_counter()
         for _ in range(steps):
             loss = self.loss_fn(self.forward(), self.batch.target)
-            loss.backward()
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
         if self.device.type == "cuda":
             torch.cuda.synchronize()

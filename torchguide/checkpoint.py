@@ -202,8 +202,9 @@ def restore_rng(state: dict[str, Any]) -> None:
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and torch.cuda.is_available():  # a machine with fewer GPUs restores the ones it has
+        for index, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
 
 
 class BackgroundWriter:
@@ -238,11 +239,22 @@ class BackgroundWriter:
 
 
 def snapshot(obj: Any) -> Any:
-    """A copy of every tensor in a nest of dicts, lists and tuples (the training goes on changing them)."""
+    """A copy in CPU memory of every tensor in a nest of dicts, lists and tuples (the training goes on
+    changing them); GPU tensors go to pinned memory without a second copy on the GPU."""
+    copied = copy_to_cpu(obj)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()  # the non-blocking copies are complete before the writer thread reads them
+    return copied
+
+
+def copy_to_cpu(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
+        if obj.device.type == "cpu":
+            return obj.detach().clone()
+        pinned = obj.device.type == "cuda"
+        return torch.empty_like(obj, device="cpu", pin_memory=pinned).copy_(obj.detach(), non_blocking=pinned)
     if isinstance(obj, dict):
-        return {k: snapshot(v) for k, v in obj.items()}
+        return {k: copy_to_cpu(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return type(obj)(snapshot(v) for v in obj)
+        return type(obj)(copy_to_cpu(v) for v in obj)
     return obj

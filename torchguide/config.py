@@ -225,6 +225,7 @@ class Train(BaseModel):
     keep_last: int = Field(default=0, ge=0)
     on_nan: Literal["stop", "skip"] = "stop"
     threads: int | Literal["auto"] = "auto"
+    deterministic: bool = False  # bit-identical repeats on one machine, at some speed
 
     @field_validator("threads")
     @classmethod

@@ -18,9 +18,20 @@ import torch
 
 from torchguide.errors import ConfigError
 
+PIN_ENV = "GUIDE_DEVICE"  # what `auto` means on this machine, e.g. cpu (the test suite pins itself so)
+
 
 def pick_device(requested: str = "auto") -> tuple[torch.device, str]:
-    """The device for `train.device`: auto picks cuda, then mps, then cpu; returns (device, why)."""
+    """The device for `train.device`: auto picks cuda, then mps, then cpu; returns (device, why).
+
+    With GUIDE_DEVICE set (cpu, cuda, cuda:N or mps), `auto` means that device instead.
+    """
+    pinned = os.environ.get(PIN_ENV, "auto").strip() or "auto"
+    if requested == "auto" and pinned != "auto":
+        if pinned.partition(":")[0] not in ("cpu", "cuda", "mps"):
+            raise ConfigError(f"{PIN_ENV}={pinned}: choose cpu, cuda, cuda:N or mps", f"unset {PIN_ENV}")
+        device, _ = pick_device(pinned)
+        return device, f"auto: {PIN_ENV}={pinned}"
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda"), f"auto: CUDA GPU {torch.cuda.get_device_name(0)}"
@@ -40,6 +51,32 @@ def pick_device(requested: str = "auto") -> tuple[torch.device, str]:
     return device, f"{requested} as configured"
 
 
+def gpus_for(requested: str) -> int:
+    """How many CUDA GPUs a run with `train.device: requested` would use processes on (0: not CUDA)."""
+    if requested == "auto":
+        pinned = os.environ.get(PIN_ENV, "auto").strip() or "auto"
+        if pinned != "auto" and not pinned.startswith("cuda"):
+            return 0
+    elif not requested.startswith("cuda"):
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def gpu_has_bf16(device: torch.device) -> bool:
+    """True when this GPU computes bf16 natively (compute capability 8.0 and up).
+
+    Older GPUs emulate bf16 through fp32, slower than fp16 with loss scaling; the
+    question goes to the run's own GPU, not to the current one.
+    """
+    with torch.cuda.device(device.index if device.index is not None else torch.cuda.current_device()):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def accumulator_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of running sums kept on a device: float64, except on MPS, which has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def cpu_has_bf16() -> bool:
     """True when the CPU computes bf16 natively (AVX-512 BF16 or AMX)."""
     try:
@@ -54,23 +91,72 @@ def pick_precision(requested: str, device: torch.device) -> tuple[str, str]:
     if requested == "fp16" and device.type != "cuda":
         raise ConfigError(f"train.precision: fp16 needs a CUDA GPU, this run is on {device.type}",
                           "use bf16 or fp32")
-    if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError("train.precision: this GPU has no bf16", "use fp16 or fp32")
+    if requested == "bf16" and device.type == "cuda" and not gpu_has_bf16(device):
+        raise ConfigError("train.precision: this GPU has no native bf16 (it would be emulated, slowly)",
+                          "use fp16 or fp32")
     if requested != "auto":
         return requested, "as configured"
     if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return "bf16", "auto: bf16 autocast (the GPU supports it)"
+        if gpu_has_bf16(device):
+            return "bf16", "auto: bf16 autocast (the GPU computes bf16 natively)"
         return "fp16", "auto: fp16 autocast with loss scaling (no bf16 on this GPU)"
     return "fp32", "auto: fp32 on CPU (set train.precision=bf16 to try autocast)"
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """The autocast context for a precision (a no-op for fp32)."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+class AutocastForward(torch.nn.Module):
+    """Runs the wrapped module's forward under autocast with a fixed dtype, in whichever thread calls it.
+
+    Autocast's dtype is per thread: DataParallel's replica threads re-enter autocast
+    without a dtype and would compute in fp16 on a bf16 run. Wrapped inside
+    DataParallel, every replica carries the run's dtype with it.
+    """
+
+    def __init__(self, module: torch.nn.Module, device_type: str, precision: str) -> None:
+        super().__init__()
+        self.module = module
+        self.device_type = device_type
+        self.precision = precision
+
+    def forward(self, *args: object, **kwargs: object) -> object:
+        with autocast(torch.device(self.device_type), self.precision):
+            return self.module(*args, **kwargs)
+
+
+def prepare_device(device: torch.device, task: str, deterministic: bool) -> list[str]:
+    """Set the process-wide compute policy for a run on `device`; returns notes that state it.
+
+    CUDA: make `device` the current GPU (so kernels, allocations and the matmul peak land
+    on it), TF32 for fp32 matmuls and convolutions (10 mantissa bits, as PyTorch's
+    "high" matmul precision), cuDNN autotuning for fixed-shape image batches. With
+    `deterministic`, torch's deterministic algorithms, cuBLAS's fixed workspace and no
+    autotuning, so a run repeats bit for bit on the same machine.
+    """
+    # warn_only: an op with no deterministic kernel (e.g. adaptive pooling's backward on CUDA) warns, not fails
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    notes = []
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts, before any matmul
+        notes.append("deterministic: deterministic algorithms (an op without one warns), cuDNN autotuning off")
+    if device.type == "cuda":
+        if device.index is not None:
+            torch.cuda.set_device(device)
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = task == "image" and not deterministic  # text batches vary in length
+        torch.backends.cudnn.deterministic = deterministic
+        notes.append("fp32 matmuls and convolutions use TF32 on the GPU"
+                     + ("; cuDNN autotuning on (fixed image shapes)" if torch.backends.cudnn.benchmark else ""))
+    return notes
 
 
 def set_threads(requested: int | str, workers: int, local_world_size: int = 1) -> int:
@@ -105,18 +191,31 @@ def inference(model: torch.nn.Module) -> Iterator[None]:
 
 
 @functools.cache
-def matmul_peak(device_type: str, precision: str = "fp32") -> float:
-    """This machine's measured matmul FLOP/s (the best of a few square matmuls), the practical ceiling."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-    n = 4096 if device_type == "cuda" else 1024
-    a = torch.randn(n, n, device=device_type, dtype=dtype)
+def matmul_peak(device: str, precision: str = "fp32") -> float:
+    """One device's measured matmul FLOP/s (the best of a few square matmuls), the practical ceiling.
+
+    `device` is the run's own device ("cuda:1", "cpu", ...), measured where the run computes.
+    """
+    where = torch.device(device)
+    dtype = AUTOCAST_DTYPES.get(precision, torch.float32)
+    n = 4096 if where.type == "cuda" else 1024
+    a = torch.randn(n, n, device=where, dtype=dtype)
     best = 0.0
     for _ in range(4):
-        if device_type == "cuda":
-            torch.cuda.synchronize()
+        if where.type == "cuda":
+            torch.cuda.synchronize(where)
         started = time.perf_counter()
         a @ a
-        if device_type == "cuda":
-            torch.cuda.synchronize()
+        if where.type == "cuda":
+            torch.cuda.synchronize(where)
         best = max(best, 2 * n**3 / (time.perf_counter() - started))
     return best
+
+
+def utilisation(rate: float, flops_per_unit: float, peak_per_device: float, world_size: int
+                ) -> tuple[float, float, float | None]:
+    """(FLOP/s, peak FLOP/s, utilisation) of a job: `rate` is the job's global samples (or tokens) per
+    second, so its FLOP/s are set against the peak of all `world_size` devices together."""
+    flops = rate * flops_per_unit
+    peak = peak_per_device * world_size
+    return flops, peak, flops / peak if peak else None

@@ -70,7 +70,8 @@ def setup(strategy: str, device_request: str) -> tuple[Dist, torch.device | None
     dist = env_dist()
     use_cuda = pick_device(device_request)[0].type == "cuda"  # the same checks and errors as one process
     if use_cuda:
-        device = torch.device("cuda", dist.local_rank % torch.cuda.device_count())
+        check_gpu_count(dist.local_world_size, torch.cuda.device_count())
+        device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
@@ -78,6 +79,18 @@ def setup(strategy: str, device_request: str) -> tuple[Dist, torch.device | None
         td.init_process_group("nccl" if use_cuda else "gloo", timeout=TIMEOUT,
                               device_id=device if use_cuda else None)
     return dist, device
+
+
+def check_gpu_count(processes: int, gpus: int) -> None:
+    """Refuse more processes on this machine than it has GPUs: two ranks on one GPU is an NCCL error.
+
+    Raises:
+        ConfigError: naming both numbers.
+    """
+    if processes > gpus:
+        raise ConfigError(f"{processes} processes on this machine, but it has {gpus} GPU(s): "
+                          "each process needs a GPU of its own",
+                          f"use --nproc {gpus} or fewer, or train.device=cpu")
 
 
 def teardown() -> None:

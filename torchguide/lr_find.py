@@ -31,7 +31,7 @@ def lr_find(config: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps:
     if steps < 10:
         raise GuideError(f"--steps {steps}: the test needs at least 10 steps")
     run = build_run(config)
-    model, loss_fn, device = run.model, run.loss_fn, run.device
+    model, loss_fn, device, scaler = run.model, run.loss_fn, run.device, run.scaler
     optimizer = make_optimizer(unwrap(model), config.optimizer)  # fresh: its groups' lrs untouched by a scheduler
     base = optimizer.defaults["lr"] or 1.0
     scales = [group["lr"] / base for group in optimizer.param_groups]  # each group keeps its ratio to optimizer.lr
@@ -50,8 +50,9 @@ def lr_find(config: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps:
             with autocast(device, run.precision):
                 loss = loss_fn(model(*batch.inputs), batch.target)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()  # fp16: scaled, so small gradients do not flush to zero
+            scaler.step(optimizer)
+            scaler.update()
             value = float(loss.detach())
             average = SMOOTHING * average + (1 - SMOOTHING) * value
             smooth = average / (1 - SMOOTHING ** (len(lrs) + 1))

@@ -21,7 +21,7 @@ from torchguide.config import Config, load_config
 from torchguide.data.image import load_image, require_image_files
 from torchguide.data.loaders import build_data, make_loader
 from torchguide.data.transforms import build_pipeline
-from torchguide.device import autocast, inference, pick_device
+from torchguide.device import autocast, gpus_for, inference, pick_device
 from torchguide.distributed import Dist
 from torchguide.errors import CheckpointError, ConfigError, DataError, GuideError, RunFailed
 from torchguide.interrupt import Interrupted
@@ -86,8 +86,10 @@ def processes_wanted(task: str, path: str | Path, overrides: list[str], nproc: i
         if nproc > 1 and config.train.strategy in ("single", "dp"):
             raise ConfigError(f"train.strategy: {config.train.strategy} cannot run in --nproc {nproc} processes",
                               "use train.strategy=auto or ddp")
+        if nproc > 1 and gpus_for(config.train.device):  # CUDA processes: one GPU each
+            distributed.check_gpu_count(nproc, gpus_for(config.train.device))
         return nproc
-    gpus = torch.cuda.device_count() if config.train.device in ("auto", "cuda") else 0
+    gpus = gpus_for(config.train.device) if config.train.device in ("auto", "cuda") else 0
     return gpus if config.train.strategy in ("auto", "ddp") and gpus > 1 else 1
 
 

@@ -41,13 +41,17 @@ from torchguide.data.loaders import Data, build_data, make_loader, supply
 from torchguide.data.samplers import EpochBatchSampler
 from torchguide.data.text import Vocab
 from torchguide.device import (
+    AutocastForward,
+    accumulator_dtype,
     autocast,
     inference,
     matmul_peak,
     pick_device,
     pick_precision,
+    prepare_device,
     seed_everything,
     set_threads,
+    utilisation,
 )
 from torchguide.distributed import SINGLE, Dist, all_sum, gather
 from torchguide.errors import CheckpointError, ConfigError, RunFailed
@@ -87,8 +91,10 @@ def build_model(config: Config, data: Data, num_outputs: int, pretrained: bool =
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DataParallel / DistributedDataParallel wrapper."""
-    return model.module if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel) else model
+    """The model inside DataParallel / DistributedDataParallel / AutocastForward wrappers."""
+    while isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel | AutocastForward):
+        model = model.module
+    return model
 
 
 @dataclass
@@ -110,7 +116,8 @@ class Meter:
 
     def __init__(self, device: torch.device, state: dict[str, Any] | None = None) -> None:
         state = state or {}
-        self.loss = torch.tensor(state.get("loss", 0.0), dtype=torch.float64, device=device)
+        self.dtype = accumulator_dtype(device)
+        self.loss = torch.tensor(state.get("loss", 0.0), dtype=self.dtype, device=device)
         self.correct = torch.tensor(state.get("correct", 0), dtype=torch.long, device=device)
         self.count = state.get("count", 0)
         self.tokens = state.get("tokens", 0)
@@ -119,7 +126,7 @@ class Meter:
     def add(self, loss: torch.Tensor, output: torch.Tensor, batch: Batch, output_kind: str | None,
             lengths: torch.Tensor | None) -> None:
         n = batch.labels.shape[0]
-        self.loss += loss.detach().double() * n
+        self.loss += loss.detach().to(self.dtype) * n
         self.correct += (predicted(output.detach(), output_kind) == batch.labels).sum()
         self.count += n
         if lengths is not None:  # lengths live on the CPU: no sync
@@ -134,7 +141,7 @@ class Meter:
         if not distributed.active():
             return self.values()
         totals = torch.tensor([float(self.loss), float(self.correct), self.count, self.tokens, self.padded],
-                              dtype=torch.float64, device=self.loss.device)
+                              dtype=self.dtype, device=self.loss.device)
         return self.summarize(*all_sum(totals).tolist())
 
     @staticmethod
@@ -172,6 +179,7 @@ class Run:
     dist: Dist = SINGLE  # this process's rank and the job's size under DDP
     train_flops: float = 0.0  # training FLOPs per image (per token for text), measured on one batch
     writes: BackgroundWriter = field(default_factory=BackgroundWriter)  # checkpoint writes off the loop
+    nonfinite: torch.Tensor | None = None  # on the device: set once a loss was NaN/inf; read before each checkpoint
 
 
 def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
@@ -189,6 +197,7 @@ def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
     seed_everything(config.seed)  # the same initial weights on every rank
     data = build_data(config, ("train", "valid"))
     check_test_split(config, data)
+    policy = prepare_device(device, data.task, config.train.deterministic)
     target, num_outputs = resolve_target(config.loss.name, data.num_classes)
     check_loss_weights(config, data, num_outputs)
     output_kind, _ = loss_meta(config.loss.name)
@@ -208,6 +217,7 @@ def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
     notes = [f"device: {device} ({device_why})", f"precision: {precision} ({precision_why})",
              f"threads: {threads} compute + {train_loader.num_workers} loader worker(s)"
              + (" per process" if dist.enabled else "")]
+    notes.extend(policy)
     if config.model.freeze:
         notes.append(trainable_note(model))
     if groups:
@@ -215,6 +225,7 @@ def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
     run = Run(config, data, model, loss_fn, optimizer, scheduler, device, precision, train_loader,
               valid_loader, target, output_kind, run_dir, notes=notes, dist=dist)
     run.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    run.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     run.interval = scheduler_interval(config.scheduler.name)
     preflight(run)
     if dist.enabled:
@@ -227,7 +238,8 @@ def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
     elif config.train.strategy == "ddp":
         notes.append("strategy: ddp in one process (start more with --nproc N or torchrun)")
     elif config.train.strategy == "dp" and device.type == "cuda" and torch.cuda.device_count() > 1:
-        run.model = nn.DataParallel(model)
+        run.model = nn.DataParallel(AutocastForward(model, device.type, precision) if precision != "fp32"
+                                    else model)
         notes.append(f"strategy: DataParallel over {torch.cuda.device_count()} GPUs "
                      "(DistributedDataParallel is faster: train.strategy=ddp)")
     return run
@@ -390,14 +402,17 @@ def train_one_epoch(run: Run, progress: TrainProgress) -> dict[str, float]:
                     run.optimizer.zero_grad(set_to_none=True)
                     continue
                 raise diverged(run, f"batch {state.batch} of epoch {state.epoch + 1}")
+            run.nonfinite |= ~torch.isfinite(loss.detach())  # no sync: read when a checkpoint is saved
             scale = cfg.accumulate if not run.dist.enabled else cfg.accumulate / share(run, sampler, index, batch)
             run.scaler.scale(loss / scale).backward()  # backward: gradients add up over micro-batches
         meter.add(loss, output, batch, run.output_kind, lengths)
         seen += batch.labels.shape[0]
         tokens += int(lengths.sum()) if lengths is not None else 0
         if stepping:
+            steps = state.step
             optimizer_step(run)
-            after_step(run, meter)
+            if state.step > steps:  # not an fp16 step the scaler skipped (overflowing gradients)
+                after_step(run, meter)
             if stop or (run.stop.requested and not run.dist.enabled):  # a safe point: no gradients pending
                 state.meter = meter.state()
                 raise Interrupted(run.stop.requested or "a signal to another rank")
@@ -453,13 +468,22 @@ def agree(run: Run, loss: torch.Tensor, stepping: bool) -> tuple[bool, bool]:
 
 
 def optimizer_step(run: Run) -> None:
-    """Clip, step, zero the gradients, and step a per-batch scheduler."""
+    """Clip, step, zero the gradients, count the step, and step a per-batch scheduler.
+
+    With fp16 loss scaling, the scaler skips a step whose gradients overflowed and halves
+    its scale: such a step is not counted and does not advance the schedule. (Reading the
+    scale waits for the GPU; the scaler's own step waits for it at every step anyway.)
+    """
+    scaling = run.scaler.is_enabled()
+    scale = run.scaler.get_scale() if scaling else 0.0
     if run.config.train.grad_clip:
         run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the scaled ones
         nn.utils.clip_grad_norm_(run.model.parameters(), run.config.train.grad_clip)
     run.scaler.step(run.optimizer)  # step
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)  # zero the gradients for the next batch
+    if scaling and run.scaler.get_scale() < scale:  # skipped: inf/NaN gradients
+        return
     run.state.step += 1
     if run.scheduler is not None and run.interval == "step":
         run.scheduler.step()
@@ -505,7 +529,8 @@ def evaluate(model: nn.Module, loader: Any, loss_fn: nn.Module, device: torch.de
     validation sample counts exactly once.
     """
     matrix = torch.zeros(len(classes), len(classes), dtype=torch.long, device=device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    accumulate = accumulator_dtype(device)
+    loss_sum = torch.zeros((), dtype=accumulate, device=device)
     outputs, count = [], 0
     with inference(model):
         for batch in loader:
@@ -516,14 +541,14 @@ def evaluate(model: nn.Module, loader: Any, loss_fn: nn.Module, device: torch.de
                 output = model(*batch.inputs)
                 loss = loss_fn(output, batch.target)
             n = batch.labels.shape[0]
-            loss_sum += loss.double() * n
+            loss_sum += loss.to(accumulate) * n
             count += n
             matrix += confusion(batch.labels, predicted(output, output_kind), len(classes))
             if keep_outputs:
                 outputs.append(output.float().cpu())
     if reduce:
         all_sum(matrix)
-        totals = all_sum(torch.stack([loss_sum, torch.tensor(float(count), dtype=torch.float64, device=device)]))
+        totals = all_sum(torch.stack([loss_sum, torch.tensor(float(count), dtype=accumulate, device=device)]))
         loss_sum, count = totals[0], int(totals[1])
     result = {"loss": float(loss_sum) / max(count, 1), **scores(matrix.cpu(), classes)}
     if keep_outputs:
@@ -638,12 +663,12 @@ def step_epoch_scheduler(run: Run, row: dict[str, Any]) -> None:
 def make_summary(run: Run, seconds: float, stopped_early: bool, unit: str) -> dict[str, Any]:
     epochs = [r for r in run.state.history if r.get("kind") == "epoch"]
     last = epochs[-1] if epochs else {}
-    rate = last.get("tokens_per_s") or last.get("samples_per_s") or 0.0
-    flops = rate * run.train_flops * (run.dist.world_size if run.device.type == "cuda" else 1)
-    peak = matmul_peak(run.device.type, run.precision) * (run.dist.world_size if run.device.type == "cuda" else 1)
+    rate = last.get("tokens_per_s") or last.get("samples_per_s") or 0.0  # global: every rank's samples
+    flops, peak, used = utilisation(rate, run.train_flops, matmul_peak(str(run.device), run.precision),
+                                    run.dist.world_size)
     return {
         "name": run.config.name, "run_dir": str(run.run_dir) if run.run_dir else None,
-        "flops_per_s": flops, "peak_flops_per_s": peak, "utilisation": flops / peak if peak else None,
+        "flops_per_s": flops, "peak_flops_per_s": peak, "utilisation": used,
         "epochs": len(epochs), "steps": run.state.step, "seconds": round(seconds, 2),
         "device": str(run.device), "precision": run.precision,
         "best_epoch": run.state.best_epoch, "best": run.state.best, "monitor": run.config.train.monitor,
@@ -670,6 +695,7 @@ def checkpoint_payload(run: Run) -> dict[str, Any]:
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
         "scaler": run.scaler.state_dict(),
+        "precision": run.precision,
         "state": asdict(run.state),
         "rng": rng,
         "world": {"size": run.dist.world_size, "global_batch": run.config.data.loader.batch_size
@@ -685,6 +711,7 @@ def save_run_checkpoint(run: Run, best: bool = False) -> Path:
     Under DDP every rank calls this (their RNG states are gathered) and rank 0 writes.
     """
     path = run.run_dir / "checkpoints" / "last.pt"
+    refuse_nonfinite(run)
     payload = checkpoint_payload(run)
     if not run.dist.is_main:
         return path
@@ -702,6 +729,19 @@ def save_run_checkpoint(run: Run, best: bool = False) -> Path:
 
     run.writes.submit(write)
     return path
+
+
+def refuse_nonfinite(run: Run) -> None:
+    """Raise the divergence error instead of saving weights trained on a NaN/inf loss.
+
+    On a GPU the loss is read only when progress redraws; this reads the run's flag (one
+    sync per checkpoint), agreed by all ranks, so the last good checkpoint is never overwritten.
+    """
+    if run.nonfinite is None:
+        return
+    bad = all_sum(run.nonfinite.to(torch.float32))  # a fresh tensor: every rank takes part under DDP
+    if bool(bad > 0):
+        raise diverged(run, f"epoch {run.state.epoch + 1} (found before saving a checkpoint)")
 
 
 def keep_copy(path: Path, copy: Path) -> None:
@@ -772,7 +812,7 @@ def restore(run: Run, payload: dict[str, Any]) -> list[str]:
             if getattr(run.scheduler, key) != value:
                 changes.append(f"scheduler {key} {getattr(run.scheduler, key)} -> {value}")
                 setattr(run.scheduler, key, value)
-    run.scaler.load_state_dict(payload["scaler"])
+    changes.extend(restore_scaler(run.scaler, payload, run.precision))
     run.state = TrainState(**payload["state"])
     same_world = len(world["rng"]) == run.dist.world_size
     restore_rng(world["rng"][run.dist.rank] if same_world else payload["rng"])
@@ -782,6 +822,23 @@ def restore(run: Run, payload: dict[str, Any]) -> list[str]:
     else:  # another number of processes: rank 0 carries all the sums, so their total is unchanged
         run.state.meter = {k: sum(m.get(k, 0) for m in meters) for k in meters[0]} if run.dist.is_main else {}
     return changes
+
+
+def restore_scaler(scaler: torch.amp.GradScaler, payload: dict[str, Any], precision: str) -> list[str]:
+    """Load the loss scaler's state when both the checkpoint and this run scale the loss (fp16).
+
+    A precision change on resume is allowed: the scaler then starts afresh, or is left
+    out. Returns the change as a note (checkpoints before the `precision` record show it
+    by an empty scaler state).
+    """
+    saved_state = payload.get("scaler") or {}
+    saved = payload.get("precision") or ("fp16" if saved_state else "fp32 or bf16")
+    if saved_state and scaler.is_enabled():
+        scaler.load_state_dict(saved_state)
+    if saved != precision and not (saved == "fp32 or bf16" and precision != "fp16"):
+        fresh = " (loss scaling starts afresh)" if scaler.is_enabled() else ""
+        return [f"precision {saved} -> {precision}{fresh}"]
+    return []
 
 
 def must_match(config: dict[str, Any], key: str) -> Any:
