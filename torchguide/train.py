@@ -42,13 +42,14 @@ from torchguide.device import (
 )
 from torchguide.distributed import SINGLE, Dist, all_sum, gather
 from torchguide.errors import CheckpointError, ConfigError, RunFailed
+from torchguide.files import make_folder, temp_name, write_failure, write_text_atomic
 from torchguide.interrupt import Interrupted, StopRequest
 from torchguide.losses import build_loss, loss_meta
 from torchguide.metrics import confusion, predicted, scores
 from torchguide.optim import build_scheduler, groups_note, make_optimizer, scheduler_interval
 from torchguide.params import freeze, trainable_note
 from torchguide.registry import MODELS, one_line
-from torchguide.report import MetricsWriter, TrainProgress, atomic_write_text, write_json
+from torchguide.report import MetricsWriter, TrainProgress, write_json
 
 
 def resolve_target(loss_name: str, num_classes: int) -> tuple[str, int]:
@@ -670,18 +671,17 @@ def save_run_checkpoint(run: Run, best: bool = False) -> Path:
 def keep_copy(path: Path, copy: Path) -> None:
     """A second name for a finished checkpoint, put in place atomically: a hard link where the file
     system allows (no second write), else a copy. Later writes of `path` rename a new file over it,
-    so the copy keeps this state."""
-    tmp = copy.with_name(f".{copy.name}.link.tmp")
-    tmp.unlink(missing_ok=True)
+    so the copy keeps this state. Raises RunFailed (`no space left on <copy>` ...)."""
+    tmp = copy.with_name(f"{temp_name(copy)}link.tmp")
     try:
-        os.link(path, tmp)
-    except OSError:
         try:
+            os.link(path, tmp)
+        except OSError:
             shutil.copyfile(path, tmp)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise RunFailed(f"could not keep {copy.name}: {exc.strerror or exc}", "free disk space") from None
-    os.replace(tmp, copy)
+        os.replace(tmp, copy)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_failure(exc, copy, f"the previous {copy.name} is intact") from exc
 
 
 MUST_MATCH = ("model", "data", "loss", "seed", "task")
