@@ -9,10 +9,10 @@ import pytest
 import torch
 from rich.console import Console
 
+from torchguide import rundir
 from torchguide.checkpoint import load_checkpoint
 from torchguide.config import load_config
 from torchguide.errors import CheckpointError, RunFailed
-from torchguide.runner import new_run_dir
 from torchguide.train import build_run, fit, restore
 
 
@@ -21,6 +21,13 @@ def digits_config(digits_dir: Path, out: Path, *overrides: str):
                                  "valid": {"split": 0.1}},
            "model": {"name": "my_neural_net"}, "output": {"dir": str(out)}, "train": {"device": "cpu"}}
     return load_config(None, list(overrides), raw=raw)
+
+
+def new_run_dir(config) -> Path:
+    """A new run directory, as `guide train-*` makes it (the lock let go: nothing else runs here)."""
+    path, lock = rundir.new_run_dir(Path(config.output.dir), config.name)
+    lock.release()
+    return path
 
 
 def quiet() -> Console:

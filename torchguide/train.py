@@ -532,10 +532,8 @@ def fit(run: Run, console: Console, quiet: bool = False) -> dict[str, Any]:
     saves = run.run_dir is not None  # every rank takes part in a checkpoint; rank 0 writes the files
     writer = MetricsWriter(run.run_dir) if saves and run.dist.is_main else None
     if writer:
-        (run.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        for leftover in (run.run_dir / "checkpoints").glob(".*.tmp"):  # from a write cut short by a crash
-            leftover.unlink(missing_ok=True)
-        atomic_write_text(run.run_dir / "config.yaml", to_yaml(run.config))
+        make_folder(run.run_dir / "checkpoints")
+        write_text_atomic(run.run_dir / "config.yaml", to_yaml(run.config))
         writer.rewrite(state.history)
     unit = "tokens" if run.data.task == "text" else "images"
     quiet = quiet or not run.dist.is_main
