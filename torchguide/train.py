@@ -435,10 +435,25 @@ def check_values(run: Run, loss: float) -> None:
 
 
 def diverged(run: Run, where: str) -> RunFailed:
+    """The error of a NaN/inf loss: what to change, and the checkpoint to go on from, if there is one."""
     lr = run.optimizer.param_groups[0]["lr"]
-    return RunFailed(f"the loss became NaN/inf at step {run.state.step}, {where}",
-                     f"lower optimizer.lr (now {lr:g}), set train.grad_clip, or use precision fp32; "
-                     "the last good checkpoint is kept")
+    fixes = [f"lower optimizer.lr (now {lr:g})", "set train.grad_clip"]
+    if run.precision != "fp32":
+        fixes.append(f"use train.precision=fp32 (now {run.precision})")
+    hint = ", ".join(fixes[:-1]) + f" or {fixes[-1]}"
+    kept = last_checkpoint(run)
+    if kept is not None:
+        hint += f"; the last good checkpoint is kept: {kept}"
+    return RunFailed(f"the loss became NaN/inf at step {run.state.step}, {where}", hint)
+
+
+def last_checkpoint(run: Run) -> Path | None:
+    """checkpoints/last.pt of the run once every write in flight is done; None when there is none."""
+    if run.run_dir is None:
+        return None
+    run.writes.wait()
+    path = run.run_dir / "checkpoints" / "last.pt"
+    return path if path.is_file() else None
 
 
 def after_step(run: Run, meter: Meter) -> None:
