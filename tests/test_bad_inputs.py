@@ -242,6 +242,12 @@ CASES: list[Case] = [
     ("layer argument without a value", lambda w: ["inspect-layer", "linear", "in_features"], 2, "name=value"),
     ("unknown list kind", lambda w: ["list", "layerz"], 2, "unknown kind"),
     ("unknown data source", lambda w: ["data", "mnist", "--out", str(w.tmp / "m")], 2, "no such command 'mnist'"),
+    # ---- run directories
+    ("run directory is a file", lambda w: w.image(f"output.dir={w.file('filled/digits', 'x') and w.tmp / 'filled'}"),
+     2, "is a file, not a run directory"),
+    ("resume auto of a name that begins another", lambda w: w.image("name=digit", "--resume", "auto"), 2,
+     "no run named digit in"),
+    ("data into a folder of other files", lambda w: ["data", "reviews", "--out", str(w.tmp)], 2, "holds other files"),
 ]
 
 

@@ -259,18 +259,18 @@ def run_name(run_dir: Path) -> str | None:
         config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
-    return config.get("name") if isinstance(config, dict) else None
+    name = config.get("name") if isinstance(config, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def run_dir_of(checkpoint: Path) -> Path | None:
-    """The run directory a checkpoint lies in (`<dir>/checkpoints/x.pt` beside the run's config.yaml
-    or metrics.jsonl); None for a checkpoint kept anywhere else."""
+    """The run directory a checkpoint lies in (`<dir>/checkpoints/x.pt` beside the run's metrics.jsonl
+    or its config.yaml, with the run's name); None for a checkpoint kept anywhere else."""
     folder = checkpoint.parent if checkpoint.parent.name else Path(os.path.abspath(checkpoint)).parent
     if folder.name != "checkpoints":
         return None
     run_dir = folder.parent
-    marks = ("config.yaml", "metrics.jsonl")
-    return run_dir if any((run_dir / mark).is_file() for mark in marks) else None
+    return run_dir if (run_dir / "metrics.jsonl").is_file() or run_name(run_dir) else None
 
 
 # ---------------------------------------------------------------- leftovers

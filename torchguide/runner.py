@@ -105,7 +105,10 @@ def train_job(config: Config, task: str, path: str | Path, overrides: list[str],
         if resume and dist.is_main:  # rank 0 reads the checkpoint and hands it to the others
             checkpoint, run_dir = find_resume(Path(config.output.dir), config.name, resume)
             if run_dir is not None:
-                stack.callback(take_lock(run_dir).release)  # before the checkpoint is read
+                lock = take_lock(run_dir)  # before the checkpoint is read
+                stack.callback(lock.release)
+                if lock.took_over() and not quiet:
+                    console.print(f"[dim]{lock.took_over()}[/]")
             payload = load_checkpoint(checkpoint)
         if resume:
             checkpoint, payload = distributed.broadcast((checkpoint, payload))
