@@ -295,3 +295,16 @@ def test_torch_save_reporting_a_full_disk_as_runtime_error(digits_dir: Path, tmp
     assert result.exit_code == 1, result.output
     assert f"no space left on {tmp_path / 'exp' / 'checkpoints' / 'last.pt'}" in error_line(result.stderr)
     assert checkpoints(tmp_path / "exp") == before and not temporary_files(tmp_path)
+
+
+def test_full_disk_before_the_run_takes_its_lock(digits_dir: Path, disk: Disk) -> None:
+    out = disk.path / "runs"
+    done = runner.invoke(app, args(digits_dir, out, "exp", "--quiet"))
+    assert done.exit_code == 0, done.output
+    before = snapshot(out)
+    disk.fill()
+    result = runner.invoke(app, args(digits_dir, out, "exp", *MORE, "--resume", "auto", "--quiet"))
+    assert result.exit_code == 1, result.output
+    assert f"no space left on {out / 'exp' / 'run.lock'}" in error_line(result.stderr)
+    disk.free()
+    assert snapshot(out) == before  # no lock file left behind either

@@ -88,6 +88,8 @@ def take_lock(folder: Path) -> RunLock:
             try:
                 write_holder(fd)
             except OSError as exc:
+                with contextlib.suppress(OSError):
+                    path.unlink()  # ours to remove: we hold its lock
                 os.close(fd)
                 raise unwritable(folder, exc) from exc
             return RunLock(folder, fd, previous)
