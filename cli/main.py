@@ -440,9 +440,9 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder to write.")]
 def write_source(source: str, out: Path, as_json: bool, debug: bool) -> None:
     console = make_console()
     with guarded(debug, console):
-        from torchguide.data.sources import SOURCES
+        from torchguide.data.sources import write_source
 
-        counts = SOURCES[source](out)
+        counts = write_source(source, out)
         if as_json:
             emit_json({"source": source, "out": str(out), **counts})
         else:

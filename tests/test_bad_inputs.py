@@ -440,6 +440,12 @@ CASES: list[Case] = [
         w, "bad-config", lambda p: p["config"].update(model="x"))], 2, "checkpoint's config is not a valid config"),
     ("resume from a checkpoint without its optimizer", lambda w: w.image("--resume", edited_checkpoint(
         w, "no-optimizer", drop("optimizer"))), 2, "it lacks optimizer"),
+    # ---- run directories
+    ("run directory is a file", lambda w: w.image(f"output.dir={w.file('filled/digits', 'x') and w.tmp / 'filled'}"),
+     2, "is a file, not a run directory"),
+    ("resume auto of a name that begins another", lambda w: w.image("name=digit", "--resume", "auto"), 2,
+     "no run named digit in"),
+    ("data into a folder of other files", lambda w: ["data", "reviews", "--out", str(w.tmp)], 2, "holds other files"),
 ]
 
 

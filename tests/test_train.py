@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from rich.console import Console
 
+from torchguide import rundir
 from torchguide.checkpoint import check_payload, load_checkpoint
 from torchguide.config import load_config
 from torchguide.errors import CheckpointError, ConfigError, DataError, RunFailed
-from torchguide.runner import new_run_dir
 from torchguide.train import build_run, fit, restore
 
 
@@ -21,6 +22,13 @@ def digits_config(digits_dir: Path, out: Path, *overrides: str):
                                  "valid": {"split": 0.1}},
            "model": {"name": "my_neural_net"}, "output": {"dir": str(out)}, "train": {"device": "cpu"}}
     return load_config(None, list(overrides), raw=raw)
+
+
+def new_run_dir(config) -> Path:
+    """A new run directory, as `guide train-*` makes it (the lock let go: nothing else runs here)."""
+    path, lock = rundir.new_run_dir(Path(config.output.dir), config.name)
+    lock.release()
+    return path
 
 
 def quiet() -> Console:
@@ -191,20 +199,21 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(digits_dir: Path, tmp_
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    import torchguide.checkpoint as checkpoint
+    import torchguide.files as files
 
     cfg = digits_config(digits_dir, tmp_path, "train.checkpoint_every.steps=1", "train.max_steps=5")
     run = build_run(cfg, new_run_dir(cfg))
-    real_fsync, calls = checkpoint.os.fsync, {"n": 0}
+    real_fsync, calls = files.os.fsync, {"n": 0}
 
     def fsync(fd: int) -> None:
-        calls["n"] += 1
-        if calls["n"] == 5:  # the third checkpoint (each write syncs the file, then the folder)
-            raise OSError(errno.ENOSPC, "No space left on device")
+        if ".last.pt." in os.readlink(f"/proc/self/fd/{fd}"):  # the temporary file of a checkpoint
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 
-    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
-    with pytest.raises(RunFailed, match="could not write checkpoint .*last.pt: No space left on device") as info:
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    with pytest.raises(RunFailed, match="no space left on .*last.pt") as info:
         fit(run, quiet())
     assert "the previous checkpoint is intact" in info.value.lines()[0]
     checkpoints = run.run_dir / "checkpoints"
@@ -222,11 +231,23 @@ def test_divergence_keeps_the_last_good_checkpoint(digits_dir: Path, tmp_path: P
         return real(output, target) * (float("inf") if calls["n"] == 4 else 1.0)
 
     run.loss_fn = explodes
-    with pytest.raises(RunFailed, match="NaN/inf at step 3, batch 4 of epoch 1"):
+    with pytest.raises(RunFailed, match="NaN/inf at step 3, batch 4 of epoch 1") as info:
         fit(run, quiet())
+    assert f"the last good checkpoint is kept: {run.run_dir / 'checkpoints' / 'last.pt'}" in info.value.lines()[0]
+    assert "fp32" not in info.value.lines()[0]  # the run is fp32 already
     payload = load_checkpoint(run.run_dir / "checkpoints" / "last.pt")
     assert payload["state"]["step"] == 3
     assert all(torch.isfinite(v).all() for v in payload["model"].values())
+
+
+def test_divergence_before_any_checkpoint_promises_none(digits_dir: Path, tmp_path: Path) -> None:
+    cfg = digits_config(digits_dir, tmp_path)
+    run = build_run(cfg, new_run_dir(cfg))
+    run.loss_fn = lambda output, target: output.sum() * float("nan")
+    with pytest.raises(RunFailed, match="NaN/inf at step 0, batch 1 of epoch 1") as info:
+        fit(run, quiet())
+    assert "checkpoint" not in info.value.lines()[0]
+    assert not (run.run_dir / "checkpoints" / "last.pt").exists()
 
 
 def test_resume_refuses_a_changed_vocabulary(reviews_dir: Path, tmp_path: Path) -> None:

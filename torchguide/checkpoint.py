@@ -9,10 +9,8 @@ place, so a crash or a full disk never leaves a half-written checkpoint behind.
 from __future__ import annotations
 
 import importlib
-import os
 import pickle
 import random
-import tempfile
 import threading
 import warnings
 import zipfile
@@ -24,34 +22,24 @@ import numpy as np
 import torch
 
 from torchguide.config import import_file, is_file_import
-from torchguide.errors import CheckpointError, GuideError, RunFailed
-from torchguide.files import special_kind
+from torchguide.errors import CheckpointError, GuideError
+from torchguide.files import make_folder, special_kind, write_atomic
 from torchguide.registry import one_line
 
 FORMAT = "torchguide-checkpoint/1"
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write `payload` to `path` atomically; raises RunFailed and keeps the old file on failure."""
+    """Write `payload` to `path` atomically.
+
+    Raises:
+        RunFailed: the disk is full (`no space left on <path>`) or the folder cannot be written;
+            the previous checkpoint is intact and no temporary file is left.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise RunFailed(f"could not write checkpoint {path}: {exc.strerror or exc}",
-                        "free disk space or fix permissions; the previous checkpoint is intact") from None
-    return path
+    make_folder(path.parent)
+    return write_atomic(path, lambda f: torch.save({"format": FORMAT, **payload}, f),
+                        hint="the previous checkpoint is intact")
 
 
 def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:

@@ -62,3 +62,8 @@ class RunFailed(GuideError):
     """The run started but could not finish (diverged, interrupted): exit code 1."""
 
     exit_code = 1
+
+
+class RunDirError(GuideError):
+    """A run directory that cannot be used: another process runs in it, a file stands in its place,
+    or it cannot be written."""

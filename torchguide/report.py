@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from torchguide.errors import RunFailed
+from torchguide.files import write_atomic, write_text_atomic
 
 REFRESH_S = 0.5  # bars: at most 2 redraws a second (each redraw costs a few ms of CPU)
 PLAIN_EVERY_S = 10.0  # plain lines: at most one every 10 s
@@ -134,14 +133,8 @@ class MetricsWriter:
         self.csv = run_dir / "metrics.csv"
 
     def rewrite(self, history: list[dict[str, Any]]) -> None:
-        atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in history))
+        write_text_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in history))
         self.write_csv(history)
-
-    def append(self, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
-        with self.jsonl.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        if row.get("kind") == "epoch":
-            self.write_csv(history)
 
     def write_csv(self, history: list[dict[str, Any]]) -> None:
         rows = [r for r in history if r.get("kind") == "epoch"]
@@ -150,7 +143,7 @@ class MetricsWriter:
         writer = csv.DictWriter(text, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write_text(self.csv, text.getvalue())
+        write_text_atomic(self.csv, text.getvalue())
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
@@ -176,9 +169,11 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
         ax.legend()
     fig.suptitle(path.parent.name)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    try:
+        return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100), durable=False,
+                            hint="the checkpoints and metrics are whole")
+    finally:
+        plt.close(fig)
 
 
 def metrics_table(result: dict[str, Any], title: str) -> Table:
@@ -219,16 +214,4 @@ def confusion_table(result: dict[str, Any], max_classes: int = 20) -> Table | No
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace `path` with `text` all at once: a crash leaves the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise RunFailed(f"could not write {path}: {exc.strerror or exc}",
-                        "free disk space or fix permissions; the previous file is intact") from None
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")

@@ -5,6 +5,7 @@ The CLI parses and prints; these functions do the work and return plain data.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shlex
@@ -26,6 +27,7 @@ from torchguide.distributed import Dist
 from torchguide.errors import CheckpointError, ConfigError, DataError, GuideError, RunFailed
 from torchguide.interrupt import Interrupted
 from torchguide.report import plot_curves, write_json
+from torchguide.rundir import clean_leftovers, find_resume, leftovers_note, new_run_dir, take_lock
 from torchguide.train import (
     build_model,
     build_run,
@@ -36,36 +38,6 @@ from torchguide.train import (
     restore,
     unwrap,
 )
-
-
-def new_run_dir(config: Config) -> Path:
-    """runs/<name>, or runs/<name>-2, -3 ... when it is taken: an earlier run is never overwritten."""
-    base = Path(config.output.dir) / config.name
-    path, n = base, 1
-    while path.exists() and any(path.iterdir()):
-        n += 1
-        path = base.with_name(f"{config.name}-{n}")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"output.dir: cannot write to {path} ({exc.strerror or exc})",
-                          "choose a writable folder with output.dir=...") from None
-    return path
-
-
-def find_resume(config: Config, resume: str) -> Path:
-    """The checkpoint for --resume: a path, or `auto` = the newest last.pt of this config's runs."""
-    if resume != "auto":
-        return Path(resume)
-    root = Path(config.output.dir)
-    candidates = sorted(root.glob(f"{config.name}*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise CheckpointError(f"--resume auto: no {root}/{config.name}*/checkpoints/last.pt found",
-                              "train first, or give the checkpoint path")
-    return candidates[-1]
 
 
 def processes_wanted(task: str, path: str | Path, overrides: list[str], nproc: int | None,
@@ -129,15 +101,37 @@ def open_checkpoint(path: str | Path, imports: Sequence[str] = ()) -> dict[str, 
 
 def train_job(config: Config, task: str, path: str | Path, overrides: list[str], resume: str | None,
               dist: Dist, device: torch.device | None, console: Console, quiet: bool) -> dict[str, Any]:
-    payload, checkpoint = None, None
-    if resume and dist.is_main:  # rank 0 reads the checkpoint and hands it to the others
-        checkpoint = find_resume(config, resume)
-        payload = load_checkpoint(checkpoint)
-    if resume:
-        checkpoint, payload = distributed.broadcast((checkpoint, payload))
-    run = build_run(config, dist=dist, device=device)  # everything is checked before the run directory is made
-    run_dir = checkpoint.parent.parent if checkpoint else new_run_dir(config) if dist.is_main else None
-    run.run_dir = distributed.broadcast(run_dir)
+    """Train in the run directory this process owns (rank 0 holds its lock) and release it at the end."""
+    with contextlib.ExitStack() as stack:
+        payload, checkpoint, run_dir = None, None, None
+        if resume and dist.is_main:  # rank 0 reads the checkpoint and hands it to the others
+            checkpoint, run_dir = find_resume(Path(config.output.dir), config.name, resume)
+            if run_dir is not None:
+                lock = take_lock(run_dir)  # before the checkpoint is read
+                stack.callback(lock.release)
+                if lock.took_over() and not quiet:
+                    console.print(f"[dim]{lock.took_over()}[/]")
+            payload = load_checkpoint(checkpoint)
+        if resume:
+            checkpoint, payload = distributed.broadcast((checkpoint, payload))
+        run = build_run(config, dist=dist, device=device)  # everything is checked before the run directory is made
+        if dist.is_main:
+            if run_dir is None:
+                run_dir, lock = new_run_dir(Path(config.output.dir), config.name)
+                stack.callback(lock.release)
+                if checkpoint is not None:
+                    console.print(f"{checkpoint} lies in no run directory: this run goes on in a new one, {run_dir}")
+            note = leftovers_note(clean_leftovers(run_dir))
+            if note and not quiet:
+                console.print(f"[dim]{note}[/]")
+        run.run_dir = distributed.broadcast(run_dir)
+        return train_in(run, payload, checkpoint, task, path, overrides, console, quiet)
+
+
+def train_in(run: Any, payload: dict[str, Any] | None, checkpoint: Path | None, task: str, path: str | Path,
+             overrides: list[str], console: Console, quiet: bool) -> dict[str, Any]:
+    """Restore the checkpoint (if any), train, draw the curves and test the best checkpoint."""
+    dist, config = run.dist, run.config
     if payload is not None:
         for change in restore(run, payload):
             if not quiet:

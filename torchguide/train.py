@@ -55,13 +55,14 @@ from torchguide.device import (
 )
 from torchguide.distributed import SINGLE, Dist, all_sum, gather
 from torchguide.errors import CheckpointError, ConfigError, RunFailed
+from torchguide.files import make_folder, temp_name, write_failure, write_text_atomic
 from torchguide.interrupt import Interrupted, StopRequest
 from torchguide.losses import build_loss, loss_meta
 from torchguide.metrics import confusion, predicted, scores
 from torchguide.optim import build_scheduler, groups_note, make_optimizer, scheduler_interval
 from torchguide.params import freeze, trainable_note
 from torchguide.registry import MODELS, one_line
-from torchguide.report import MetricsWriter, TrainProgress, atomic_write_text, write_json
+from torchguide.report import MetricsWriter, TrainProgress, write_json
 
 
 def resolve_target(loss_name: str, num_classes: int) -> tuple[str, int]:
@@ -495,10 +496,25 @@ def check_values(run: Run, loss: float) -> None:
 
 
 def diverged(run: Run, where: str) -> RunFailed:
+    """The error of a NaN/inf loss: what to change, and the checkpoint to go on from, if there is one."""
     lr = run.optimizer.param_groups[0]["lr"]
-    return RunFailed(f"the loss became NaN/inf at step {run.state.step}, {where}",
-                     f"lower optimizer.lr (now {lr:g}), set train.grad_clip, or use precision fp32; "
-                     "the last good checkpoint is kept")
+    fixes = [f"lower optimizer.lr (now {lr:g})", "set train.grad_clip"]
+    if run.precision != "fp32":
+        fixes.append(f"use train.precision=fp32 (now {run.precision})")
+    hint = ", ".join(fixes[:-1]) + f" or {fixes[-1]}"
+    kept = last_checkpoint(run)
+    if kept is not None:
+        hint += f"; the last good checkpoint is kept: {kept}"
+    return RunFailed(f"the loss became NaN/inf at step {run.state.step}, {where}", hint)
+
+
+def last_checkpoint(run: Run) -> Path | None:
+    """checkpoints/last.pt of the run once every write in flight is done; None when there is none."""
+    if run.run_dir is None:
+        return None
+    run.writes.wait()
+    path = run.run_dir / "checkpoints" / "last.pt"
+    return path if path.is_file() else None
 
 
 def after_step(run: Run, meter: Meter) -> None:
@@ -593,10 +609,8 @@ def fit(run: Run, console: Console, quiet: bool = False) -> dict[str, Any]:
     saves = run.run_dir is not None  # every rank takes part in a checkpoint; rank 0 writes the files
     writer = MetricsWriter(run.run_dir) if saves and run.dist.is_main else None
     if writer:
-        (run.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        for leftover in (run.run_dir / "checkpoints").glob(".*.tmp"):  # from a write cut short by a crash
-            leftover.unlink(missing_ok=True)
-        atomic_write_text(run.run_dir / "config.yaml", to_yaml(run.config))
+        make_folder(run.run_dir / "checkpoints")
+        write_text_atomic(run.run_dir / "config.yaml", to_yaml(run.config))
         writer.rewrite(state.history)
     unit = "tokens" if run.data.task == "text" else "images"
     quiet = quiet or not run.dist.is_main
@@ -747,18 +761,17 @@ def refuse_nonfinite(run: Run) -> None:
 def keep_copy(path: Path, copy: Path) -> None:
     """A second name for a finished checkpoint, put in place atomically: a hard link where the file
     system allows (no second write), else a copy. Later writes of `path` rename a new file over it,
-    so the copy keeps this state."""
-    tmp = copy.with_name(f".{copy.name}.link.tmp")
-    tmp.unlink(missing_ok=True)
+    so the copy keeps this state. Raises RunFailed (`no space left on <copy>` ...)."""
+    tmp = copy.with_name(f"{temp_name(copy)}link.tmp")
     try:
-        os.link(path, tmp)
-    except OSError:
         try:
+            os.link(path, tmp)
+        except OSError:
             shutil.copyfile(path, tmp)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise RunFailed(f"could not keep {copy.name}: {exc.strerror or exc}", "free disk space") from None
-    os.replace(tmp, copy)
+        os.replace(tmp, copy)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_failure(exc, copy, f"the previous {copy.name} is intact") from exc
 
 
 MUST_MATCH = ("model", "data", "loss", "seed", "task")

