@@ -446,11 +446,40 @@ CASES: list[Case] = [
     ("resume auto of a name that begins another", lambda w: w.image("name=digit", "--resume", "auto"), 2,
      "no run named digit in"),
     ("data into a folder of other files", lambda w: ["data", "reviews", "--out", str(w.tmp)], 2, "holds other files"),
+    # ---- component arguments, checked against the builder before any data is read
+    ("model argument of the wrong type", lambda w: w.image("model.width=abc"), 2, "model.width: expected int"),
+    ("betas with one value", lambda w: w.image("optimizer.name=adam", "optimizer.betas=[0.9]"), 2,
+     "optimizer.betas: expected tuple"),
+    ("class weights that are not numbers", lambda w: w.image("loss.weight=[a, b]"), 2, "loss.weight: expected"),
+    ("learning rate as a word", lambda w: w.image("optimizer.lr=fast"), 2, "optimizer.lr: expected float"),
+    ("learning rate in quotes", lambda w: w.image('optimizer.lr="0.1"'), 2, "write it without quotes"),
+    ("transform argument of the wrong type", lambda w: w.image(
+        "data.transforms.train=[{name: random_affine, degrees: lots}]"), 2, "degrees: expected"),
+    ("optimizer that needs a closure", lambda w: w.image("optimizer.name=lbfgs"), 2, "needs a closure"),
+    ("optimizer for 2-d weights only", lambda w: w.image("optimizer.name=muon"), 2, "2-D weight matrices"),
+    ("scheduler that takes a function", lambda w: w.image("scheduler.name=lambda_lr"), 2, "takes a Python function"),
+    ("runtime fact written in the config", lambda w: w.image("model.in_channels=3"), 2, "set by guide from the data"),
+    ("fact a torchvision model does not take", lambda w: w.image("model={name: resnet18, in_features: 3}"), 2,
+     "model.in_features: not an argument of resnet18"),
+    ("torchvision model on grayscale images", lambda w: w.image("model={name: resnet18}"), 2,
+     "takes 3-channel images"),
+    ("images smaller than an architecture takes", lambda w: w.image(
+        "model={name: inception_v3}", "data.train.mode=RGB", "data.test.mode=RGB"), 2, "at least 75x75"),
+    ("unknown torchvision weights name", lambda w: w.image("model={name: resnet18, weights: IMAGENET9K}"), 2,
+     "neither a file nor a weights name of resnet18"),
+    ("weights for a model that takes none", lambda w: w.image("model.weights=DEFAULT"), 2,
+     "model.weights: not an argument of simple_cnn"),
+    ("freeze pattern matching nothing", lambda w: w.image("model.freeze=[nothing.*]"), 2, "model.freeze"),
+    ("optimizer group matching nothing", lambda w: w.image("optimizer.groups=[{params: nothing.*, lr: 0.1}]"), 2,
+     "optimizer.groups.0.params"),
+    ("collate for images on texts", lambda w: w.text("data.collate.name=default"), 2,
+     "data.collate.name: default is for image data"),
+    ("mixing text batches", lambda w: w.text("data.batch_transforms=[mix_up]"), 2, "batch_transforms"),
 ]
 
 
 def test_the_corpus_is_large_and_distinct() -> None:
-    assert len(CASES) >= 120
+    assert len(CASES) + len(HANG_CASES) >= 150
     names = [name for name, *_ in CASES + HANG_CASES]
     assert len(set(names)) == len(names)
 
