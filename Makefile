@@ -18,10 +18,10 @@ $(STAMP): pyproject.toml
 data: data/digits/.done data/reviews/.done  ## write the bundled demo data (no network)
 
 data/digits/.done: $(STAMP)
-	$(GUIDE) data digits --out data/digits && touch $@
+	rm -f $@ && $(GUIDE) data digits --out data/digits && touch $@
 
 data/reviews/.done: $(STAMP)
-	$(GUIDE) data reviews --out data/reviews && touch $@
+	rm -f $@ && $(GUIDE) data reviews --out data/reviews && touch $@
 
 demo: demo-image demo-text  ## the main job: prepare the demo data, train, evaluate
 
