@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 import torchguide.train as train_module
 from cli.main import app
 from tests.conftest import ROOT, digits_overrides
+from tests.test_train import new_run_dir
 from torchguide.checkpoint import load_checkpoint, restore_rng, rng_state, snapshot
 from torchguide.config import load_config
 from torchguide.device import (
@@ -29,7 +30,6 @@ from torchguide.device import (
 )
 from torchguide.errors import ConfigError, RunFailed
 from torchguide.report import TrainProgress
-from torchguide.runner import new_run_dir
 from torchguide.train import Meter, build_run, fit, optimizer_step, restore_scaler, unwrap
 
 

@@ -115,6 +115,7 @@ def train_job(config: Config, task: str, path: str | Path, overrides: list[str],
         if resume:
             checkpoint, payload = distributed.broadcast((checkpoint, payload))
         run = build_run(config, dist=dist, device=device)  # everything is checked before the run directory is made
+        changes = restore(run, payload) if payload is not None else None
         if dist.is_main:
             if run_dir is None:
                 run_dir, lock = new_run_dir(Path(config.output.dir), config.name)
@@ -125,15 +126,18 @@ def train_job(config: Config, task: str, path: str | Path, overrides: list[str],
             if note and not quiet:
                 console.print(f"[dim]{note}[/]")
         run.run_dir = distributed.broadcast(run_dir)
-        return train_in(run, payload, checkpoint, task, path, overrides, console, quiet)
+        return train_in(run, changes, checkpoint, task, path, overrides, console, quiet)
 
 
-def train_in(run: Any, payload: dict[str, Any] | None, checkpoint: Path | None, task: str, path: str | Path,
+def train_in(run: Any, changes: list[str] | None, checkpoint: Path | None, task: str, path: str | Path,
              overrides: list[str], console: Console, quiet: bool) -> dict[str, Any]:
-    """Restore the checkpoint (if any), train, draw the curves and test the best checkpoint."""
+    """Train a built (and, when resuming, restored) run, draw the curves and test the best checkpoint.
+
+    `changes` are the config changes the resume allowed, None for a fresh run.
+    """
     dist, config = run.dist, run.config
-    if payload is not None:
-        for change in restore(run, payload):
+    if changes is not None:
+        for change in changes:
             if not quiet:
                 console.print(f"[dim]resume: {change}[/]")
         if dist.is_main:
