@@ -25,9 +25,10 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from torchguide.build import build_run  # noqa: E402
 from torchguide.config import load_config  # noqa: E402
 from torchguide.data.sources import write_digits  # noqa: E402
-from torchguide.train import build_run, fit  # noqa: E402
+from torchguide.loop import fit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -31,8 +31,9 @@ from torchvision import transforms as T
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from torchguide.build import make_loader_for  # noqa: E402
 from torchguide.config import load_config  # noqa: E402
-from torchguide.data.loaders import build_data, make_loader  # noqa: E402
+from torchguide.data.loaders import build_data  # noqa: E402
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -67,7 +68,7 @@ def tool(root: Path, cache: bool = False):
                  "transforms": {"train": [{"name": "resize", "size": 256}, {"name": "center_crop", "size": 224},
                                           {"name": "normalize", "mean": MEAN, "std": STD}]}}})
     data = build_data(config, ("train",))
-    loader = make_loader(data.splits["train"], config, data, train=True, device=torch.device("cpu"))
+    loader = make_loader_for(config, data, data.splits["train"], train=True, device=torch.device("cpu"))
     return loader
 
 

@@ -9,11 +9,12 @@ import pytest
 import torch
 from rich.console import Console
 
-from torchguide.checkpoint import load_checkpoint, snapshot
+from torchguide.build import build_run
+from torchguide.checkpoint import load_checkpoint, restore, snapshot
 from torchguide.config import load_config
 from torchguide.device import pick_device, pick_precision
+from torchguide.loop import fit
 from torchguide.runner import evaluate_checkpoint, new_run_dir
-from torchguide.train import build_run, fit, restore
 
 pytestmark = pytest.mark.cuda
 

@@ -10,9 +10,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset
 
+from torchguide.build import make_loader_for
 from torchguide.check import run_check
 from torchguide.config import load_config
-from torchguide.data.loaders import build_data, make_loader
+from torchguide.data.loaders import build_data
 from torchguide.data.survey import survey_config
 from torchguide.errors import DataError
 from torchguide.registry import DATASETS
@@ -82,7 +83,7 @@ def test_image_datasets_of_any_kind_load_in_batches(kind: str, channels: int, mo
     data = build_data(config(kind=kind), ("train", "valid"))
     assert data.task == "image" and data.classes == ["even", "odd"] and data.in_channels == channels
     assert len(data.splits["train"]) == 8 and len(data.splits["valid"]) == 4
-    loader = make_loader(data.splits["train"], config(kind=kind), data, train=True, device=torch.device("cpu"))
+    loader = make_loader_for(config(kind=kind), data, data.splits["train"], train=True, device=torch.device("cpu"))
     loader.batch_sampler.set_epoch(0)
     batch = next(iter(loader))
     assert batch.inputs[0].shape == (4, channels, 6, 6) and batch.inputs[0].dtype == torch.float32

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from torchguide.build import make_loader_for
 from torchguide.config import BatchTransform, Component, load_config
 from torchguide.data.batch_transforms import build_batch_mixer
 from torchguide.data.collate import Batch
-from torchguide.data.loaders import build_data, make_loader
+from torchguide.data.loaders import build_data
 from torchguide.data.transforms import LEFT_OUT, build_pipeline, left_out_reason
 from torchguide.registry import BATCH_TRANSFORMS, TRANSFORMS
 
@@ -98,12 +99,12 @@ def test_only_training_batches_are_mixed(digits_dir: Path) -> None:
         "data": {"train": {"name": "image_folder", "root": str(digits_dir / "test")}, "valid": {"split": 0.2},
                  "loader": {"batch_size": 8, "num_workers": 0}}, "model": {"name": "simple_cnn"}})
     data = build_data(cfg, ("train", "valid"))
-    train = make_loader(data.splits["train"], cfg, data, train=True, device=torch.device("cpu"))
+    train = make_loader_for(cfg, data, data.splits["train"], train=True, device=torch.device("cpu"))
     train.batch_sampler.set_epoch(0)
     batch = next(iter(train))
     assert batch.target.shape == (8, 10) and batch.labels.shape == (8,) and batch.labels.dtype == torch.long
     torch.testing.assert_close(batch.target.sum(1), torch.ones(8))
     assert torch.equal(batch.labels, torch.tensor([data.splits["train"].samples[i][1]
                                                    for i in train.batch_sampler.batches()[0]]))
-    valid = make_loader(data.splits["valid"], cfg, data, train=False, device=torch.device("cpu"))
+    valid = make_loader_for(cfg, data, data.splits["valid"], train=False, device=torch.device("cpu"))
     assert next(iter(valid)).target.dtype == torch.long

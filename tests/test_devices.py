@@ -14,11 +14,13 @@ from rich.console import Console
 from torch import nn
 from typer.testing import CliRunner
 
-import torchguide.train as train_module
+import torchguide.loop as loop_module
+import torchguide.metrics as metrics_module
 from cli.main import app
 from tests.conftest import ROOT, digits_overrides
 from tests.test_train import new_run_dir
-from torchguide.checkpoint import load_checkpoint, restore_rng, rng_state, snapshot
+from torchguide.build import build_run
+from torchguide.checkpoint import load_checkpoint, restore_rng, restore_scaler, rng_state, snapshot
 from torchguide.config import load_config
 from torchguide.device import (
     AutocastForward,
@@ -26,11 +28,13 @@ from torchguide.device import (
     pick_device,
     pick_precision,
     prepare_device,
+    unwrap,
     utilisation,
 )
 from torchguide.errors import ConfigError, RunFailed
+from torchguide.loop import fit, train_step
+from torchguide.metrics import Meter
 from torchguide.report import TrainProgress
-from torchguide.train import Meter, build_run, fit, optimizer_step, restore_scaler, unwrap
 
 
 def digits_config(digits_dir: Path, out: Path, *overrides: str):
@@ -137,7 +141,7 @@ def test_deterministic_run_on_the_cpu_says_so(digits_dir: Path, tmp_path: Path) 
 def test_sums_are_float32_on_mps_and_float64_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
     assert accumulator_dtype(torch.device("mps")) == torch.float32
     assert accumulator_dtype(torch.device("cuda")) == torch.float64
-    monkeypatch.setattr(train_module, "accumulator_dtype", lambda device: torch.float32)  # the CPU as MPS
+    monkeypatch.setattr(metrics_module, "accumulator_dtype", lambda device: torch.float32)  # the CPU as MPS
     meter = Meter(torch.device("cpu"), {"loss": 1.5, "correct": 2, "count": 3})
     assert meter.loss.dtype == torch.float32
     assert meter.values()["loss"] == pytest.approx(0.5)
@@ -145,7 +149,7 @@ def test_sums_are_float32_on_mps_and_float64_elsewhere(monkeypatch: pytest.Monke
 
 def test_evaluate_keeps_no_float64_on_an_mps_like_device(digits_dir: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(train_module, "accumulator_dtype", lambda device: torch.float32)
+    monkeypatch.setattr(loop_module, "accumulator_dtype", lambda device: torch.float32)
     real_zeros = torch.zeros
 
     def zeros(*args, **kwargs):
@@ -153,9 +157,9 @@ def test_evaluate_keeps_no_float64_on_an_mps_like_device(digits_dir: Path, tmp_p
         return real_zeros(*args, **kwargs)
 
     run = build_run(digits_config(digits_dir, tmp_path))
-    monkeypatch.setattr(train_module.torch, "zeros", zeros)
-    result = train_module.evaluate(run.model, run.valid_loader, run.loss_fn, run.device, run.precision,
-                                   run.output_kind, run.data.classes)
+    monkeypatch.setattr(loop_module.torch, "zeros", zeros)
+    result = loop_module.evaluate(run.model, run.valid_loader, run.loss_fn, run.device, run.precision,
+                                  run.output_kind, run.data.classes)
     assert result["loss"] > 0
 
 
@@ -217,20 +221,17 @@ def test_resume_across_a_precision_change_keeps_or_drops_the_scaler() -> None:
 
 def test_a_step_skipped_by_the_scaler_is_not_counted(digits_dir: Path, tmp_path: Path) -> None:
     run = build_run(digits_config(digits_dir, tmp_path))
-    run.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
-    run.scaler.scale(torch.ones(()))  # as the loop does before each step
-    steps = []
-    run.scheduler, run.interval = type("Sched", (), {"step": lambda self: steps.append(1)})(), "step"
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    batch = next(iter(run.train_loader))
+    overflow = lambda output, target: run.loss_fn(output, target) * float("inf")  # noqa: E731
     before = [p.detach().clone() for p in run.model.parameters()]
-    for p in run.model.parameters():
-        p.grad = torch.full_like(p, float("inf"))
-    optimizer_step(run)
-    assert run.state.step == 0 and not steps and run.scaler.get_scale() == 2.0**9
+    step = train_step(run.model, batch, overflow, run.optimizer, scaler, "fp16")
+    assert step.kept and not step.stepped and scaler.get_scale() == 2.0**9
     assert all(torch.equal(a, b) for a, b in zip(before, run.model.parameters(), strict=True))
-    for p in run.model.parameters():
-        p.grad = torch.ones_like(p)
-    optimizer_step(run)
-    assert run.state.step == 1 and steps == [1]
+    assert all(p.grad is None for p in run.model.parameters())  # the overflowing gradients are gone
+    step = train_step(run.model, batch, run.loss_fn, run.optimizer, scaler, "fp16")
+    assert step.stepped and not all(torch.equal(a, b) for a, b in zip(before, run.model.parameters(),
+                                                                        strict=True))
 
 
 # ---------------------------------------------------------------- NaN never reaches a checkpoint
@@ -239,7 +240,7 @@ def test_a_nan_between_redraws_never_reaches_last_pt(digits_dir: Path, tmp_path:
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = digits_config(digits_dir, tmp_path, "train.checkpoint_every.steps=1")
     run = build_run(cfg, new_run_dir(cfg))
-    monkeypatch.setattr(train_module, "agree", lambda run, loss, stepping: (False, False))  # as on a GPU
+    monkeypatch.setattr(loop_module, "reads_every_loss", lambda on_nan, device: False)  # as on a GPU
     monkeypatch.setattr(TrainProgress, "due", lambda self: False)  # no redraw reads the loss
     real, calls = run.loss_fn, {"n": 0}
 

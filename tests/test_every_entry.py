@@ -19,15 +19,15 @@ import pytest
 import torch
 from torch import nn
 
+from torchguide.build import build_model, make_loader_for, resolve_target
 from torchguide.config import Config, load_config
 from torchguide.data.collate import encode_targets
-from torchguide.data.loaders import Data, build_data, make_loader
+from torchguide.data.loaders import Data, build_data
 from torchguide.errors import ConfigError, GuideError
 from torchguide.inspect import inspect_layer
 from torchguide.losses import build_loss, loss_meta
 from torchguide.optim import build_optimizer, build_scheduler, scheduler_interval
 from torchguide.registry import COLLATES, LAYERS, LOSSES, MODELS, OPTIMIZERS, SAMPLERS, SCHEDULERS
-from torchguide.train import build_model, resolve_target
 
 # image side per architecture where 32 is too small (alexnet >= 63, inception >= 75, maxvit: multiples
 # of 224) or not a multiple of the patch (vit_h_14: 14)
@@ -87,12 +87,12 @@ def take_step(model: nn.Module, inputs: tuple[torch.Tensor, ...], labels: torch.
 def built_on_meta(name: str, size: int) -> nn.Module:
     with weights_left_uninitialised(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # googlenet/inception: a note on their initialisation
-        return build_model(config_for(name), image_data(size), CLASSES).to("meta").train()
+        return build_model(config_for(name), image_data(size)).to("meta").train()
 
 
 def real_step(name: str, size: int) -> None:
     torch.manual_seed(0)
-    model = build_model(config_for(name), image_data(size), CLASSES)
+    model = build_model(config_for(name), image_data(size))
     take_step(model, (torch.rand(2, 3, size, size),), torch.tensor([0, 2]))
 
 
@@ -115,7 +115,7 @@ def test_every_image_model_takes_a_real_step(name: str) -> None:
 def test_every_text_model_builds_from_a_config_and_trains(name: str) -> None:
     data = Data("text", [str(i) for i in range(CLASSES)], vocab_size=40)
     torch.manual_seed(0)
-    model = build_model(config_for(name, "text"), data, CLASSES)
+    model = build_model(config_for(name, "text"), data)
     tokens = torch.randint(2, 40, (3, 9))
     tokens[1, 5:] = 0  # padded
     take_step(model, (tokens, torch.tensor([9, 5, 9])), torch.tensor([0, 2, 1]))
@@ -129,9 +129,9 @@ def test_runtime_facts_reach_builders_by_name_only() -> None:
         return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
 
     MODELS.register("facts_probe", builder, task="image")
-    build_model(config_for("facts_probe"), image_data(8), CLASSES)
+    build_model(config_for("facts_probe"), image_data(8))
     assert seen == {"num_classes": CLASSES}
-    vit = build_model(config_for("vit_b_16"), image_data(32), CLASSES)  # image_size from the data
+    vit = build_model(config_for("vit_b_16"), image_data(32))  # image_size from the data
     assert vit.image_size == 32
 
 
@@ -248,7 +248,7 @@ def test_every_collate_and_sampler_feed_a_training_epoch(collate: str, sampler: 
                                                               "loader": {"batch_size": 4}},
                                     "model": {"name": "bilstm" if task == "text" else "simple_cnn"}}, task=task)
     data = build_data(config, ("train",))
-    loader = make_loader(data.splits["train"], config, data, train=True, device=torch.device("cpu"))
+    loader = make_loader_for(config, data, data.splits["train"], train=True, device=torch.device("cpu"))
     seen = []
     for batch in loader:
         if task == "text":

@@ -240,9 +240,9 @@ def metrics(run_dir: Path) -> dict[str, str]:
 
 
 def test_full_disk_while_saving_a_checkpoint(digits_dir: Path, disk: Disk, monkeypatch: pytest.MonkeyPatch) -> None:
-    import torchguide.train as train
+    import torchguide.checkpoint as checkpoint
 
-    run_full(digits_dir, disk, lambda: fill_before(monkeypatch, disk, train, "save_checkpoint"), checkpoints,
+    run_full(digits_dir, disk, lambda: fill_before(monkeypatch, disk, checkpoint, "save_checkpoint"), checkpoints,
              "checkpoints/last.pt")
 
 

@@ -11,10 +11,11 @@ import torch
 from rich.console import Console
 
 from torchguide import rundir
-from torchguide.checkpoint import check_payload, load_checkpoint
+from torchguide.build import build_run
+from torchguide.checkpoint import check_payload, load_checkpoint, restore
 from torchguide.config import load_config
 from torchguide.errors import CheckpointError, ConfigError, DataError, RunFailed
-from torchguide.train import build_run, fit, restore
+from torchguide.loop import fit
 
 
 def digits_config(digits_dir: Path, out: Path, *overrides: str):

@@ -1,32 +1,41 @@
 """`guide check`: one real batch forward and backward, and a verdict on everything it shows.
 
-The guide's habit, automated: build the config's data, model, loss and optimizer, put
-one training batch through, and look at what comes out before any long run. Every
-finding is `ok`, `warn` (works, but probably not what you meant) or `fail` (would fail,
-or is very likely wrong), with a fix.
+The guide's habit, automated: build the config's data, model, loss and optimizer with
+the same steps as a run (`torchguide.build`), put one training batch through the
+training step (`loop.train_step`), and look at what comes out before any long run.
+Every finding is `ok`, `warn` (works, but probably not what you meant) or `fail` (would
+fail, or is very likely wrong), with a fix.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import resource
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
+from torchguide.build import (
+    build_loss_for,
+    build_model,
+    check_test_split,
+    load_data,
+    make_loader_for,
+    resolve_target,
+)
 from torchguide.config import Config
-from torchguide.data.loaders import build_data, make_loader
 from torchguide.device import autocast, pick_device, pick_precision, prepare_device, seed_everything
 from torchguide.errors import GuideError
-from torchguide.losses import build_loss, loss_meta, takes_soft_targets
+from torchguide.loop import train_step
+from torchguide.losses import loss_meta, takes_soft_targets
 from torchguide.optim import make_optimizer
+from torchguide.preflight import output_problem
 from torchguide.registry import one_line
-from torchguide.train import build_model, check_test_split, output_problem, resolve_target
-
-REGRESSION_LOSSES = ("mse", "l1", "smooth_l1", "huber", "custom_mse")
 
 
 @dataclass
@@ -72,7 +81,6 @@ class Checker:
         prepare_device(self.device, self.data.task, cfg.train.deterministic)
         self.check_model()
         self.check_loss()
-        self.check_gradients()
         self.check_step()
         self.check_speed()
 
@@ -81,7 +89,7 @@ class Checker:
     def check_data(self) -> None:
         cfg = self.config
         try:
-            self.data = build_data(cfg, ("train", "valid"))
+            self.data = load_data(cfg, read_test=False)
         except GuideError as exc:
             self.fail("data", exc.lines()[0], "see `guide data inspect --config ...`")
         try:
@@ -98,7 +106,7 @@ class Checker:
             self.add("data", "warn", f"classes are imbalanced {largest}:{smallest}",
                      "accuracy will flatter the model: look at macro F1 in `guide eval`")
         self.target, self.outputs = resolve_target(cfg.loss.name, self.data.num_classes)
-        self.loader = make_loader(train, cfg, self.data, train=True, device=self.device)
+        self.loader = make_loader_for(cfg, self.data, train, train=True, device=self.device)
         self.loader.batch_sampler.set_epoch(0)
         batches = iter(self.loader)
         self.batch = next(batches)
@@ -114,7 +122,7 @@ class Checker:
 
     def check_model(self) -> None:
         cfg = self.config
-        self.model = build_model(cfg, self.data, self.outputs).to(self.device)
+        self.model = build_model(cfg, self.data).to(self.device)
         self.model.train()
         self.output = self.forward()
         problem = output_problem(cfg, self.target, self.data.num_classes, self.output, self.batch)
@@ -124,10 +132,16 @@ class Checker:
         self.add("model", "ok", f"{cfg.model.name}: {params:,} parameters; output {tuple(self.output.shape)} "
                  f"for {cfg.loss.name} on {self.data.num_classes} classes")
 
-    def forward(self, seed: int = 0) -> torch.Tensor:
-        """A training-mode forward pass with a fixed RNG, so two passes differ only by the weights."""
+    @contextlib.contextmanager
+    def same_randomness(self, seed: int = 0) -> Iterator[None]:
+        """A fixed RNG for the block (dropout ...), so two forward passes differ only by the weights."""
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(seed)
+            yield
+
+    def forward(self) -> torch.Tensor:
+        """A training-mode forward pass in `same_randomness`, without gradients (a step takes its own)."""
+        with self.same_randomness(), torch.no_grad():
             try:
                 with autocast(self.device, self.precision):
                     return self.model(*self.batch.inputs)
@@ -142,7 +156,10 @@ class Checker:
         wanted, encoding = loss_meta(name)
         self.check_activation(name, wanted)
         self.check_targets(name, encoding or "index")
-        self.loss_fn = build_loss(name, **cfg.loss.kwargs).to(self.device)
+        try:
+            self.loss_fn = build_loss_for(cfg, self.data).to(self.device)
+        except GuideError as exc:
+            self.fail("loss", exc.lines()[0], exc.hint)
         try:
             self.loss = self.loss_fn(self.output, self.batch.target)
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
@@ -209,10 +226,35 @@ class Checker:
 
     # ---------------------------------------------------------------- backward and one step
 
-    def check_gradients(self) -> None:
-        self.scaler.scale(self.loss).backward()  # fp16: scaled, as in training
-        unused = [n for n, p in self.model.named_parameters() if p.requires_grad and p.grad is None]
-        zero = [n for n, p in self.model.named_parameters() if p.grad is not None and not p.grad.any()]
+    def check_step(self) -> None:
+        """One training step, as a run takes it, watching which parameters get a gradient."""
+        cfg = self.config
+        try:
+            self.optimizer = make_optimizer(self.model, cfg.optimizer)
+        except GuideError as exc:
+            self.optimizer, problem = None, exc
+        before = float(self.loss.detach())
+        with watch_gradients(self.model) as gradients, self.same_randomness():
+            train_step(self.model, self.batch, self.loss_fn, self.optimizer, self.scaler, self.precision,
+                       step=self.optimizer is not None)
+        self.check_gradients(gradients)
+        if self.optimizer is None:
+            self.fail("step", "; ".join(getattr(problem, "problems", [problem.message])), problem.hint)
+        with torch.no_grad():
+            after = float(self.loss_fn(self.forward(), self.batch.target))  # the same batch, after the step
+        lr = self.optimizer.param_groups[0]["lr"]
+        if after == before:
+            self.fail("step", f"one optimizer step left the loss at {before:.4f}",
+                      f"check optimizer.lr (now {lr:g}) and that the parameters require grad")
+        if after > 1.5 * before:
+            self.add("step", "warn", f"one step raised the loss {before:.4f} -> {after:.4f}",
+                     f"optimizer.lr {lr:g} may be too high: try `guide lr-find`")
+        else:
+            self.add("step", "ok", f"one {cfg.optimizer.name} step (lr {lr:g}): loss {before:.4f} -> {after:.4f}")
+
+    def check_gradients(self, gradients: dict[str, bool]) -> None:
+        unused = [n for n, p in self.model.named_parameters() if p.requires_grad and n not in gradients]
+        zero = [n for n, nonzero in gradients.items() if not nonzero]
         if unused:
             self.fail("gradients", f"no gradient reaches {', '.join(unused[:5])}"
                       + (f" and {len(unused) - 5} more" if len(unused) > 5 else ""),
@@ -224,36 +266,10 @@ class Checker:
             trainable = sum(1 for p in self.model.parameters() if p.requires_grad)
             self.add("gradients", "ok", f"all {trainable} trainable tensors get a gradient")
 
-    def check_step(self) -> None:
-        cfg = self.config
-        try:
-            self.optimizer = make_optimizer(self.model, cfg.optimizer)
-        except GuideError as exc:
-            self.fail("step", "; ".join(getattr(exc, "problems", [exc.message])), exc.hint)
-        before = float(self.loss.detach())
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            after = float(self.loss_fn(self.forward(), self.batch.target))
-        lr = self.optimizer.param_groups[0]["lr"]
-        if after == before:
-            self.fail("step", f"one optimizer step left the loss at {before:.4f}",
-                      f"check optimizer.lr (now {lr:g}) and that the parameters require grad")
-        if after > 1.5 * before:
-            self.add("step", "warn", f"one step raised the loss {before:.4f} -> {after:.4f}",
-                     f"optimizer.lr {lr:g} may be too high: try `guide lr-find`")
-        else:
-            self.add("step", "ok", f"one {cfg.optimizer.name} step (lr {lr:g}): loss {before:.4f} -> {after:.4f}")
-
     def check_speed(self, steps: int = 3) -> None:
         started = time.perf_counter()
         for _ in range(steps):
-            loss = self.loss_fn(self.forward(), self.batch.target)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
+            train_step(self.model, self.batch, self.loss_fn, self.optimizer, self.scaler, self.precision)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
             memory = f"{torch.cuda.max_memory_allocated(self.device) / 2**20:,.0f} MB on the GPU"
@@ -264,6 +280,28 @@ class Checker:
         epoch = batches * (per_batch + self.load_s)
         self.add("speed", "ok", f"{per_batch * 1000:.1f} ms a training step + {self.load_s * 1000:.1f} ms loading "
                  f"a batch; {memory}; an epoch of {batches} batches takes about {epoch:.1f} s")
+
+
+@contextlib.contextmanager
+def watch_gradients(model: torch.nn.Module) -> Iterator[dict[str, bool]]:
+    """During the block, note each parameter that receives a gradient, and whether any of it is non-zero.
+
+    The hooks run as backward accumulates each gradient, so what they see is what the
+    optimizer steps with, however the step zeroes the gradients afterwards.
+    """
+    seen: dict[str, bool] = {}
+
+    def hook(name: str) -> Callable[[torch.Tensor], None]:
+        def note(param: torch.Tensor) -> None:
+            seen[name] = seen.get(name, False) or bool(param.grad.any())
+        return note
+
+    handles = [p.register_post_accumulate_grad_hook(hook(n)) for n, p in model.named_parameters() if p.requires_grad]
+    try:
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 # ---------------------------------------------------------------- helpers

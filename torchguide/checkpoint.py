@@ -1,4 +1,4 @@
-"""Checkpoints: atomic save, safe load, and the random-number state of a run.
+"""Checkpoints: what one holds, atomic save, safe load, and resuming a run from one.
 
 A checkpoint is a dict of tensors and plain Python values only, so it loads with
 `torch.load(..., weights_only=True)`: opening a checkpoint never runs code. It is
@@ -8,25 +8,71 @@ place, so a crash or a full disk never leaves a half-written checkpoint behind.
 
 from __future__ import annotations
 
-import importlib
+import os
 import pickle
 import random
+import shutil
 import threading
 import warnings
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from torchguide.config import import_file, is_file_import
-from torchguide.errors import CheckpointError, GuideError
-from torchguide.files import make_folder, special_kind, write_atomic
-from torchguide.registry import one_line
+from torchguide.device import unwrap
+from torchguide.distributed import gather
+from torchguide.errors import CheckpointError
+from torchguide.files import make_folder, special_kind, temp_name, write_atomic, write_failure
+
+if TYPE_CHECKING:
+    from torchguide.loop import Run
 
 FORMAT = "torchguide-checkpoint/1"
+
+
+@dataclass
+class TrainState:
+    """Where a run is; saved in every checkpoint so a run continues where it stopped."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    batch: int = 0  # batches of that epoch already done
+    step: int = 0  # optimizer steps so far
+    best: float | None = None
+    best_epoch: int = -1
+    bad_epochs: int = 0  # epochs without improvement, for early stopping
+    history: list[dict[str, Any]] = field(default_factory=list)
+    meter: dict[str, Any] = field(default_factory=dict)  # the epoch's sums so far
+
+
+def checkpoint_payload(run: Run) -> dict[str, Any]:
+    """What eval, predict and resume need: weights, states, config, classes, vocabulary.
+
+    A collective under DDP: every rank's random state and meter are gathered, so every rank calls it.
+    """
+    data, rng = run.data, rng_state()
+    return {
+        "task": data.task,
+        "config": run.config.model_dump(mode="json"),
+        "imports": run.config.imported,  # the user's code, found again by eval, predict and resume
+        "classes": data.classes,
+        "vocab": data.vocab.itos if data.vocab else None,
+        "facts": {"vocab_size": data.vocab_size, "in_channels": data.in_channels,
+                  "in_features": data.in_features, "input_shape": data.input_shape},
+        "model": unwrap(run.model).state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+        "scaler": run.scaler.state_dict(),
+        "precision": run.precision,
+        "state": asdict(run.state),
+        "rng": rng,
+        "world": {"size": run.dist.world_size, "global_batch": run.config.data.loader.batch_size
+                  * run.dist.world_size, "rng": gather(rng), "meters": gather(run.state.meter)},
+        "versions": {"torch": str(torch.__version__)},
+    }
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
@@ -73,81 +119,6 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
                               "train with guide, or load the weights with model.weights in a config")
     check_payload(payload, path)
     return payload
-
-
-def recorded_imports(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    """The user code a checkpoint was trained with, `{"import": as written, "path": absolute file or None}`
-    each; a checkpoint from before these records has only its config's `imports:` as written."""
-    if "imports" in payload:
-        return list(payload["imports"])
-    return [{"import": t, "path": None} for t in payload.get("config", {}).get("imports", [])]
-
-
-def import_checkpoint_code(payload: dict[str, Any], imports: Sequence[str] = (), *,
-                           skip_missing: bool = False) -> None:
-    """Import the code a checkpoint was trained with, so its models, datasets and losses register again.
-
-    A file comes from the absolute path recorded at training time, or, when it moved, from
-    `imports` (`--import PATH`): a folder to find it in by name, or a file of the same name.
-    Files of `imports` that replace no recorded file (a renamed file, more code) are
-    imported too, and take the place of recorded files that are gone. Modules are imported
-    by name. With `skip_missing` (resume, where the config's own `imports:` also count),
-    files that are gone are left out.
-
-    Raises:
-        CheckpointError: a recorded file is gone and nothing takes its place, or the code fails to import.
-    """
-    places = [Path(p) for p in imports if Path(p).is_dir()]
-    files = [Path(p) for p in imports if is_file_import(p) and not Path(p).is_dir()]
-    modules = [m for m in imports if not is_file_import(m) and not Path(m).is_dir()]
-    for path in files:
-        if not path.is_file():
-            raise CheckpointError(f"--import {path}: no such file or folder", "give a .py file or the folder it is in")
-    targets, gone = [], []
-    for entry in recorded_imports(payload):
-        written = entry["import"]
-        if not is_file_import(written):
-            targets.append(written)
-            continue
-        recorded = Path(entry.get("path") or written)
-        found = find_code(recorded, files, places)
-        if found is not None:
-            targets.append(str(found))
-        else:
-            gone.append(f"{written} ({recorded})")
-    if gone and not files and not skip_missing:
-        raise CheckpointError(f"the checkpoint's code is gone from where it was: {', '.join(gone)}",
-                              "give its new folder with --import FOLDER, or each file with --import PATH/NAME.py")
-    for target in targets + [str(p) for p in files] + modules:
-        import_code(target)
-
-
-def find_code(recorded: Path, files: list[Path], places: list[Path]) -> Path | None:
-    """Where a recorded file is now: a file of its name in `files` (taken out of the list), the
-    file of its name in one of the folders `places`, or where it was; None when it is nowhere."""
-    for path in files:
-        if path.name == recorded.name:
-            files.remove(path)
-            return path
-    moved = next((place / recorded.name for place in places if (place / recorded.name).is_file()), None)
-    return moved or (recorded if recorded.is_file() else None)
-
-
-def import_code(target: str) -> None:
-    """Import one file or module of a checkpoint's code; a failure is a CheckpointError naming it."""
-    try:
-        if is_file_import(target):
-            import_file(target)
-        else:
-            importlib.import_module(target)
-    except GuideError:
-        raise
-    except ModuleNotFoundError as exc:
-        raise CheckpointError(f"cannot import the checkpoint's code {target!r}: {one_line(exc)}",
-                              "it is imported by name: install it, or add its folder to PYTHONPATH") from exc
-    except Exception as exc:  # user code may raise anything
-        raise CheckpointError(f"cannot import the checkpoint's code {target!r}: {type(exc).__name__}: "
-                              f"{one_line(exc)}", "fix the error in that file") from exc
 
 
 # what eval, predict and inspect-model read, and the type each must have
@@ -246,3 +217,170 @@ def copy_to_cpu(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return type(obj)(copy_to_cpu(v) for v in obj)
     return obj
+
+
+class Saver:
+    """A run's checkpoints/ folder: last.pt after every save, best.pt beside it for the best epoch, and
+    with `train.keep_last: K` the last K step-N.pt. Files are written on a background thread from a
+    snapshot, so the loop trains on; only rank 0 `writes`."""
+
+    def __init__(self, folder: Path | None, keep_last: int | None, writes: bool = True) -> None:
+        self.folder, self.keep_last, self.writes = folder, keep_last, writes
+        self.writer = BackgroundWriter()
+
+    def save(self, payload: dict[str, Any], step: int, best: bool = False) -> Path:
+        path = self.folder / "last.pt"
+        if not self.writes:
+            return path
+        payload, keep = snapshot(payload), self.keep_last
+
+        def write() -> None:
+            save_checkpoint(path, payload)
+            if best:
+                keep_copy(path, path.with_name("best.pt"))
+            if keep:
+                keep_copy(path, path.with_name(f"step-{step:08d}.pt"))
+                for old in sorted(path.parent.glob("step-*.pt"))[:-keep]:
+                    old.unlink(missing_ok=True)
+
+        self.writer.submit(write)
+        return path
+
+    def wait(self) -> None:
+        """Return once every write handed over is on disk; raise the error of one that failed."""
+        self.writer.wait()
+
+    def last(self) -> Path | None:
+        """last.pt once every write in flight is done; None when there is none."""
+        if self.folder is None:
+            return None
+        self.wait()
+        path = self.folder / "last.pt"
+        return path if path.is_file() else None
+
+
+def keep_copy(path: Path, copy: Path) -> None:
+    """A second name for a finished checkpoint, put in place atomically: a hard link where the file
+    system allows (no second write), else a copy. Later writes of `path` rename a new file over it,
+    so the copy keeps this state. Raises RunFailed (`no space left on <copy>` ...)."""
+    tmp = copy.with_name(f"{temp_name(copy)}link.tmp")
+    try:
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, copy)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_failure(exc, copy, f"the previous {copy.name} is intact") from exc
+
+
+# ---------------------------------------------------------------- resume
+
+MUST_MATCH = ("model", "data", "loss", "seed", "task")
+RESUME_REQUIRED = {**REQUIRED, "optimizer": dict, "scaler": dict, "state": dict, "rng": dict}
+SCHEDULE_LENGTHS = ("total_steps", "T_max", "total_iters")
+
+
+def restore(run: Run, payload: dict[str, Any]) -> list[str]:
+    """Continue `run` from a checkpoint payload: weights, optimizer, scheduler, RNG, position.
+
+    Returns the config changes that are allowed on resume (epochs, lr, logging, ...).
+
+    Raises:
+        CheckpointError: the model, data, loss or seed changed (naming the field), the classes or
+            vocabulary differ, or the weights do not fit.
+    """
+    check_payload(payload, "the checkpoint to resume", RESUME_REQUIRED)
+    changes = config_changes(payload, run)
+    try:
+        unwrap(run.model).load_state_dict(payload["model"])
+        run.optimizer.load_state_dict(payload["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"cannot resume: the checkpoint does not fit this model ({exc})") from exc
+    if run.scheduler is not None and payload.get("scheduler") is not None:
+        # the schedule's length follows the new config (e.g. more epochs); its position is restored
+        lengths = {k: getattr(run.scheduler, k) for k in SCHEDULE_LENGTHS if hasattr(run.scheduler, k)}
+        run.scheduler.load_state_dict(payload["scheduler"])
+        for key, value in lengths.items():
+            if getattr(run.scheduler, key) != value:
+                changes.append(f"scheduler {key} {getattr(run.scheduler, key)} -> {value}")
+                setattr(run.scheduler, key, value)
+    changes.extend(restore_scaler(run.scaler, payload, run.precision))
+    run.state = TrainState(**payload["state"])
+    world = payload.get("world", {"size": 1, "rng": []})
+    same_world = len(world["rng"]) == run.dist.world_size
+    restore_rng(world["rng"][run.dist.rank] if same_world else payload["rng"])
+    meters = world.get("meters") or [run.state.meter]  # each rank's sums of the epoch so far
+    if same_world:
+        run.state.meter = meters[run.dist.rank]
+    else:  # another number of processes: rank 0 carries all the sums, so their total is unchanged
+        run.state.meter = {k: sum(m.get(k, 0) for m in meters) for k in meters[0]} if run.dist.is_main else {}
+    return changes
+
+
+def config_changes(payload: dict[str, Any], run: Run) -> list[str]:
+    """The resume-compatibility diff: the allowed changes from the checkpoint's run to this one, as notes.
+
+    Raises:
+        CheckpointError: a change that cannot continue the same run.
+    """
+    saved, now = payload["config"], run.config.model_dump(mode="json")
+    for key in MUST_MATCH:
+        if must_match(saved, key) != must_match(now, key):
+            where = first_difference(must_match(saved, key), must_match(now, key), key)
+            raise CheckpointError(f"cannot resume: {where} differs from the checkpoint's config",
+                                  "resume with the same value, or start a new run without --resume")
+    changes = [f"{first_difference(saved[k], now[k], k)} changed" for k in now
+               if k not in MUST_MATCH and saved.get(k) != now[k]]
+    if saved["data"]["loader"] != now["data"]["loader"]:
+        changes.append(f"{first_difference(saved['data']['loader'], now['data']['loader'], 'data.loader')} changed")
+    world = payload.get("world", {"size": 1, "global_batch": saved["data"]["loader"]["batch_size"]})
+    global_batch = run.config.data.loader.batch_size * run.dist.world_size
+    if payload["state"]["batch"] and world["global_batch"] != global_batch:
+        raise CheckpointError(f"cannot resume mid-epoch with another global batch: the checkpoint ran "
+                              f"{world['size']} process(es) x batch {world['global_batch'] // world['size']}, "
+                              f"this run {run.dist.world_size} x {run.config.data.loader.batch_size}",
+                              "keep batch_size x processes the same, or resume from an epoch-end checkpoint")
+    if world["size"] != run.dist.world_size:
+        changes.append(f"processes {world['size']} -> {run.dist.world_size} (random streams restart per rank)")
+    if payload["classes"] != run.data.classes:
+        raise CheckpointError("cannot resume: the data's classes differ from the checkpoint's",
+                              f"the checkpoint has {', '.join(payload['classes'][:10])}")
+    if payload.get("vocab") != (run.data.vocab.itos if run.data.vocab else None):
+        raise CheckpointError("cannot resume: the vocabulary built from the training data differs from the "
+                              "checkpoint's", "the training file changed; resume with the same data or start anew")
+    return changes
+
+
+def restore_scaler(scaler: torch.amp.GradScaler, payload: dict[str, Any], precision: str) -> list[str]:
+    """Load the loss scaler's state when both the checkpoint and this run scale the loss (fp16).
+
+    A precision change on resume is allowed: the scaler then starts afresh, or is left
+    out. Returns the change as a note (checkpoints before the `precision` record show it
+    by an empty scaler state).
+    """
+    saved_state = payload.get("scaler") or {}
+    saved = payload.get("precision") or ("fp16" if saved_state else "fp32 or bf16")
+    if saved_state and scaler.is_enabled():
+        scaler.load_state_dict(saved_state)
+    if saved != precision and not (saved == "fp32 or bf16" and precision != "fp16"):
+        fresh = " (loss scaling starts afresh)" if scaler.is_enabled() else ""
+        return [f"precision {saved} -> {precision}{fresh}"]
+    return []
+
+
+def must_match(config: dict[str, Any], key: str) -> Any:
+    """The part of a config section that a resumed run must keep (data.loader may change)."""
+    if key == "data" and isinstance(config.get("data"), dict):
+        return {k: v for k, v in config["data"].items() if k != "loader"}
+    return config.get(key)
+
+
+def first_difference(a: Any, b: Any, path: str) -> str:
+    """The dotted path of the first place two config values differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            if a.get(key) != b.get(key):
+                return first_difference(a.get(key), b.get(key), f"{path}.{key}")
+    return f"{path} ({a!r} -> {b!r})" if not isinstance(a, dict | list) else path

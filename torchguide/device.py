@@ -132,6 +132,13 @@ class AutocastForward(torch.nn.Module):
             return self.module(*args, **kwargs)
 
 
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside DataParallel / DistributedDataParallel / AutocastForward wrappers."""
+    while isinstance(model, torch.nn.DataParallel | torch.nn.parallel.DistributedDataParallel | AutocastForward):
+        model = model.module
+    return model
+
+
 def prepare_device(device: torch.device, task: str, deterministic: bool) -> list[str]:
     """Set the process-wide compute policy for a run on `device`; returns notes that state it.
 

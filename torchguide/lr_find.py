@@ -15,11 +15,12 @@ from typing import Any
 
 import torch
 
+from torchguide.build import build_run
 from torchguide.config import Config
-from torchguide.device import autocast
+from torchguide.device import unwrap
 from torchguide.errors import GuideError
+from torchguide.loop import train_step
 from torchguide.optim import make_optimizer
-from torchguide.train import build_run, unwrap
 
 SMOOTHING = 0.9  # exponential moving average of the loss
 
@@ -31,7 +32,7 @@ def lr_find(config: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps:
     if steps < 10:
         raise GuideError(f"--steps {steps}: the test needs at least 10 steps")
     run = build_run(config)
-    model, loss_fn, device, scaler = run.model, run.loss_fn, run.device, run.scaler
+    model = run.model
     optimizer = make_optimizer(unwrap(model), config.optimizer)  # fresh: its groups' lrs untouched by a scheduler
     base = optimizer.defaults["lr"] or 1.0
     scales = [group["lr"] / base for group in optimizer.param_groups]  # each group keeps its ratio to optimizer.lr
@@ -46,14 +47,8 @@ def lr_find(config: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps:
             lr = start_lr * gamma ** len(lrs)
             for group, scale in zip(optimizer.param_groups, scales, strict=True):
                 group["lr"] = lr * scale
-            batch = batch.to(device)
-            with autocast(device, run.precision):
-                loss = loss_fn(model(*batch.inputs), batch.target)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()  # fp16: scaled, so small gradients do not flush to zero
-            scaler.step(optimizer)
-            scaler.update()
-            value = float(loss.detach())
+            step = train_step(model, batch.to(run.device), run.loss_fn, optimizer, run.scaler, run.precision)
+            value = float(step.loss.detach())
             average = SMOOTHING * average + (1 - SMOOTHING) * value
             smooth = average / (1 - SMOOTHING ** (len(lrs) + 1))
             lrs.append(lr)

@@ -1,10 +1,14 @@
-"""Classification metrics from a confusion matrix, and model outputs as probabilities."""
+"""Classification metrics: running sums of an epoch, scores from a confusion matrix, outputs as probabilities."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+
+from torchguide import distributed
+from torchguide.data.collate import Batch
+from torchguide.device import accumulator_dtype
 
 
 def to_probs(output: torch.Tensor, output_kind: str | None) -> torch.Tensor:
@@ -57,3 +61,47 @@ def scores(matrix: torch.Tensor, classes: list[str]) -> dict[str, Any]:
         "classes": classes,
         "confusion": matrix.tolist(),
     }
+
+
+class Meter:
+    """Running loss / accuracy sums of an epoch, kept on the device (no sync per step)."""
+
+    def __init__(self, device: torch.device, state: dict[str, Any] | None = None) -> None:
+        state = state or {}
+        self.dtype = accumulator_dtype(device)
+        self.loss = torch.tensor(state.get("loss", 0.0), dtype=self.dtype, device=device)
+        self.correct = torch.tensor(state.get("correct", 0), dtype=torch.long, device=device)
+        self.count = state.get("count", 0)
+        self.tokens = state.get("tokens", 0)
+        self.padded = state.get("padded", 0)
+
+    def add(self, loss: torch.Tensor, output: torch.Tensor, batch: Batch, output_kind: str | None,
+            lengths: torch.Tensor | None) -> None:
+        n = batch.labels.shape[0]
+        self.loss += loss.detach().to(self.dtype) * n
+        self.correct += (predicted(output.detach(), output_kind) == batch.labels).sum()
+        self.count += n
+        if lengths is not None:  # lengths live on the CPU: no sync
+            self.tokens += int(lengths.sum())
+            self.padded += int(lengths.max()) * n
+
+    def values(self) -> dict[str, float]:
+        return self.summarize(float(self.loss), float(self.correct), self.count, self.tokens, self.padded)
+
+    def reduced(self) -> dict[str, float]:
+        """values() over every rank's samples (a collective under DDP)."""
+        if not distributed.active():
+            return self.values()
+        totals = torch.tensor([float(self.loss), float(self.correct), self.count, self.tokens, self.padded],
+                              dtype=self.dtype, device=self.loss.device)
+        return self.summarize(*distributed.all_sum(totals).tolist())
+
+    @staticmethod
+    def summarize(loss: float, correct: float, count: float, tokens: float, padded: float) -> dict[str, float]:
+        count = max(count, 1)
+        return {"loss": loss / count, "acc": correct / count, "padding": 1 - tokens / padded if padded else None}
+
+    def state(self) -> dict[str, Any]:
+        return {"loss": float(self.loss), "correct": int(self.correct), "count": self.count,
+                "tokens": self.tokens, "padded": self.padded}
+

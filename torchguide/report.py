@@ -13,7 +13,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -26,7 +26,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from torchguide.device import matmul_peak, utilisation
 from torchguide.files import write_atomic, write_text_atomic
+
+if TYPE_CHECKING:
+    from torchguide.loop import Run
 
 REFRESH_S = 0.5  # bars: at most 2 redraws a second (each redraw costs a few ms of CPU)
 PLAIN_EVERY_S = 10.0  # plain lines: at most one every 10 s
@@ -174,6 +178,26 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
                             hint="the checkpoints and metrics are whole")
     finally:
         plt.close(fig)
+
+
+
+def run_summary(run: Run, seconds: float, stopped_early: bool, unit: str) -> dict[str, Any]:
+    """summary.json of a trained run: its final and best metrics, speed and how much of the device it used."""
+    epochs = [r for r in run.state.history if r.get("kind") == "epoch"]
+    last = epochs[-1] if epochs else {}
+    rate = last.get("tokens_per_s") or last.get("samples_per_s") or 0.0  # global: every rank's samples
+    flops, peak, used = utilisation(rate, run.train_flops, matmul_peak(str(run.device), run.precision),
+                                    run.dist.world_size)
+    return {
+        "name": run.config.name, "run_dir": str(run.run_dir) if run.run_dir else None,
+        "flops_per_s": flops, "peak_flops_per_s": peak, "utilisation": used,
+        "epochs": len(epochs), "steps": run.state.step, "seconds": round(seconds, 2),
+        "device": str(run.device), "precision": run.precision,
+        "best_epoch": run.state.best_epoch, "best": run.state.best, "monitor": run.config.train.monitor,
+        "stopped_early": stopped_early,
+        "final": {k: last.get(k) for k in ("train_loss", "train_acc", "valid_loss", "valid_acc")},
+        "samples_per_s": last.get("samples_per_s"), "unit": unit,
+    }
 
 
 def metrics_table(result: dict[str, Any], title: str) -> Table:

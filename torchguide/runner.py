@@ -17,27 +17,22 @@ import torch
 from rich.console import Console
 
 from torchguide import distributed
-from torchguide.checkpoint import import_checkpoint_code, load_checkpoint
+from torchguide.build import build_from_checkpoint, build_loss_for, build_model, build_run, load_data, make_loader_for
+from torchguide.checkpoint import load_checkpoint, restore
 from torchguide.config import Config, load_config
 from torchguide.data.image import load_image, require_image_files
-from torchguide.data.loaders import build_data, make_loader
+from torchguide.data.loaders import build_data
 from torchguide.data.transforms import build_pipeline
-from torchguide.device import autocast, gpus_for, inference, pick_device
+from torchguide.device import autocast, gpus_for, inference, pick_device, unwrap
 from torchguide.distributed import Dist
 from torchguide.errors import CheckpointError, ConfigError, DataError, GuideError, RunFailed
 from torchguide.interrupt import Interrupted
+from torchguide.loop import Run, evaluate, fit
+from torchguide.losses import loss_meta
+from torchguide.metrics import to_probs
 from torchguide.report import plot_curves, write_json
 from torchguide.rundir import clean_leftovers, find_resume, leftovers_note, new_run_dir, take_lock
-from torchguide.train import (
-    build_model,
-    build_run,
-    evaluate,
-    fit,
-    model_from_checkpoint,
-    resolve_target,
-    restore,
-    unwrap,
-)
+from torchguide.usercode import import_checkpoint_code
 
 
 def processes_wanted(task: str, path: str | Path, overrides: list[str], nproc: int | None,
@@ -129,7 +124,7 @@ def train_job(config: Config, task: str, path: str | Path, overrides: list[str],
         return train_in(run, changes, checkpoint, task, path, overrides, console, quiet)
 
 
-def train_in(run: Any, changes: list[str] | None, checkpoint: Path | None, task: str, path: str | Path,
+def train_in(run: Run, changes: list[str] | None, checkpoint: Path | None, task: str, path: str | Path,
              overrides: list[str], console: Console, quiet: bool) -> dict[str, Any]:
     """Train a built (and, when resuming, restored) run, draw the curves and test the best checkpoint.
 
@@ -166,7 +161,7 @@ def train_in(run: Any, changes: list[str] | None, checkpoint: Path | None, task:
     return summary
 
 
-def stopped(run: Any, exc: Interrupted, task: str, path: str | Path, overrides: list[str]) -> RunFailed:
+def stopped(run: Run, exc: Interrupted, task: str, path: str | Path, overrides: list[str]) -> RunFailed:
     """The one-line report of a run stopped by a signal, with the command that continues it."""
     state = run.state
     launcher = ["guide"] + (["--nproc", os.environ["GUIDE_NPROC"]] if "GUIDE_NPROC" in os.environ else [])
@@ -178,7 +173,7 @@ def stopped(run: Any, exc: Interrupted, task: str, path: str | Path, overrides: 
                      f"(step {state.step}); saved {exc.checkpoint}", f"continue with: {command}")
 
 
-def score_best(run: Any) -> dict[str, Any]:
+def score_best(run: Run) -> dict[str, Any]:
     """Loss, accuracy and macro F1 of the best checkpoint on the config's test data."""
     config, model = run.config, unwrap(run.model)
     best = run.run_dir / "checkpoints" / "best.pt"
@@ -186,7 +181,7 @@ def score_best(run: Any) -> dict[str, Any]:
         model.load_state_dict(load_checkpoint(best)["model"])
     test = build_data(config, ("test",), classes=run.data.classes, vocab=run.data.vocab,
                       vocab_size=run.data.vocab_size)
-    loader = make_loader(test.splits["test"], config, test, train=False, device=run.device)
+    loader = make_loader_for(config, test, test.splits["test"], train=False, device=run.device)
     result = evaluate(model, loader, run.loss_fn, run.device, run.precision, run.output_kind, run.data.classes)
     return {"loss": result["loss"], "accuracy": result["accuracy"], "macro_f1": result["macro_f1"],
             "samples": result["samples"]}
@@ -213,15 +208,13 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
                         imports: Sequence[str] = ()) -> dict[str, Any]:
     """Metrics of a checkpoint on data, optionally writing per-sample predictions to a CSV."""
     payload = open_checkpoint(path, imports)
-    config, model, vocab = model_from_checkpoint(payload)
+    config, model, vocab = build_from_checkpoint(payload)
     if batch_size:
         config.data.loader.eval_batch_size = batch_size
     device, _ = pick_device("auto")
     bundle, dataset = eval_data(config, payload, vocab, split, data)
-    loader = make_loader(dataset, config, bundle, train=False, device=device)
-    from torchguide.losses import build_loss, loss_meta
-
-    loss_fn = build_loss(config.loss.name, **config.loss.kwargs).to(device)
+    loader = make_loader_for(config, bundle, dataset, train=False, device=device)
+    loss_fn = build_loss_for(config, bundle).to(device)
     output_kind, _ = loss_meta(config.loss.name)
     result = evaluate(model.to(device), loader, loss_fn, device, "fp32", output_kind, payload["classes"],
                       keep_outputs=predictions is not None)
@@ -262,7 +255,7 @@ def predict(path: str | Path, items: list[str], top_k: int = 3, imports: Sequenc
     if not items:
         raise DataError("nothing to predict", "give image files or texts, or --file FILE")
     payload = open_checkpoint(path, imports)
-    config, model, vocab = model_from_checkpoint(payload)
+    config, model, vocab = build_from_checkpoint(payload)
     classes = payload["classes"]
     if payload["task"] == "image":
         mode = "L" if payload["facts"]["in_channels"] == 1 else "RGB"
@@ -276,9 +269,6 @@ def predict(path: str | Path, items: list[str], top_k: int = 3, imports: Sequenc
             raise CheckpointError("this text model was trained on token ids, not texts; it cannot read text")
         seqs = [(torch.tensor(vocab.encode(t, config.data.vocab.max_len)), 0) for t in items]
         inputs = pad_to_longest()(seqs).inputs
-    from torchguide.losses import loss_meta
-    from torchguide.metrics import to_probs
-
     with inference(model), autocast(torch.device("cpu"), "fp32"):
         probs = to_probs(model(*inputs), loss_meta(config.loss.name)[0])
     k = min(top_k, len(classes))
@@ -286,7 +276,6 @@ def predict(path: str | Path, items: list[str], top_k: int = 3, imports: Sequenc
     return [{"input": item, "top": [{"class": classes[int(j)], "probability": float(v)}
                                     for v, j in zip(values[row], indices[row], strict=True)]}
             for row, item in enumerate(items)]
-
 
 
 def model_and_inputs(config_path: str | Path | None, overrides: list[str], checkpoint: str | Path | None,
@@ -298,7 +287,7 @@ def model_and_inputs(config_path: str | Path | None, overrides: list[str], check
         raise GuideError("give --config or --checkpoint (one of them)")
     if checkpoint is not None:
         payload = open_checkpoint(checkpoint, imports)
-        _, model, _ = model_from_checkpoint(payload)
+        _, model, _ = build_from_checkpoint(payload)
         facts = payload["facts"]
         if payload["task"] == "text":
             length = input_shape[-1] if input_shape else 32
@@ -309,12 +298,11 @@ def model_and_inputs(config_path: str | Path | None, overrides: list[str], check
             raise GuideError("this checkpoint does not record its input size", "pass --input-shape N,C,H,W")
         return model, (torch.randn(shape),), f"{checkpoint} with random input"
     config = load_config(config_path, overrides)
-    data = build_data(config, ("train",))
-    _, outputs = resolve_target(config.loss.name, data.num_classes)
-    model = build_model(config, data, outputs)
+    data = load_data(config, ("train",), read_test=False)
+    model = build_model(config, data)
     if input_shape:
         return model, (torch.randn(input_shape),), f"{config.model.name} with random input"
-    loader = make_loader(data.splits["train"], config, data, train=False, device=torch.device("cpu"))
+    loader = make_loader_for(config, data, data.splits["train"], train=False, device=torch.device("cpu"))
     loader.batch_sampler.set_epoch(0, start=len(loader.batch_sampler) // 2)  # a batch of typical length
     batch = next(iter(loader))
     return model, batch.inputs, f"{config.model.name} on one batch of {config.data.train.name}"

@@ -25,7 +25,6 @@ from torchguide.data.text import TextSamples, Vocab, sort_labels
 from torchguide.data.transforms import build_pipeline
 from torchguide.errors import ConfigError, DataError
 from torchguide.interrupt import ignore_interrupts_in_worker
-from torchguide.losses import loss_meta
 from torchguide.registry import COLLATES, SAMPLERS, Registry
 
 SPLITS = ("train", "valid", "test")
@@ -295,12 +294,14 @@ def make_mixer(config: Config, data: Data) -> MixBatches | None:
 
 
 def make_loader(dataset: Dataset, config: Config, data: Data, *, train: bool, device: torch.device,
-                rank: int = 0, world_size: int = 1, loss_name: str | None = None) -> DataLoader:
-    """A DataLoader for one split with the configured collate and (for training) sampler."""
+                target: str = "index", rank: int = 0, world_size: int = 1) -> DataLoader:
+    """A DataLoader for one split with the configured collate and (for training) sampler.
+
+    `target` is how the loss wants its targets encoded (see `build.resolve_target`).
+    """
     loader = config.data.loader
-    _, target = loss_meta(loss_name or config.loss.name)
     collate_name = config.data.collate.name
-    runtime = {"target": target or "index", "num_classes": data.num_classes, "pad_index": 0,
+    runtime = {"target": target, "num_classes": data.num_classes, "pad_index": 0,
                "max_len": config.data.vocab.max_len}
     collate_fn = COLLATES.build(collate_name, **{**supply(COLLATES, collate_name, runtime),
                                                  **config.data.collate.kwargs})  # the config's values win

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from torchguide.checkpoint import import_checkpoint_code
 from torchguide.errors import CheckpointError
 from torchguide.registry import MODELS
+from torchguide.usercode import import_checkpoint_code
 
 
 def model_file(folder: Path, name: str, registered: str) -> Path:

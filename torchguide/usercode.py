@@ -1,0 +1,92 @@
+"""The user's own code behind a checkpoint: found again where it was, or where it moved, and imported.
+
+A checkpoint records the `imports:` of its config as written, with the absolute path of
+each file, so eval, predict, inspect-model and resume register the user's models,
+datasets and losses again before they rebuild anything.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torchguide.config import import_file, is_file_import
+from torchguide.errors import CheckpointError, GuideError
+from torchguide.registry import one_line
+
+
+def recorded_imports(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The user code a checkpoint was trained with, `{"import": as written, "path": absolute file or None}`
+    each; a checkpoint from before these records has only its config's `imports:` as written."""
+    if "imports" in payload:
+        return list(payload["imports"])
+    return [{"import": t, "path": None} for t in payload.get("config", {}).get("imports", [])]
+
+
+def import_checkpoint_code(payload: dict[str, Any], imports: Sequence[str] = (), *,
+                           skip_missing: bool = False) -> None:
+    """Import the code a checkpoint was trained with, so its models, datasets and losses register again.
+
+    A file comes from the absolute path recorded at training time, or, when it moved, from
+    `imports` (`--import PATH`): a folder to find it in by name, or a file of the same name.
+    Files of `imports` that replace no recorded file (a renamed file, more code) are
+    imported too, and take the place of recorded files that are gone. Modules are imported
+    by name. With `skip_missing` (resume, where the config's own `imports:` also count),
+    files that are gone are left out.
+
+    Raises:
+        CheckpointError: a recorded file is gone and nothing takes its place, or the code fails to import.
+    """
+    places = [Path(p) for p in imports if Path(p).is_dir()]
+    files = [Path(p) for p in imports if is_file_import(p) and not Path(p).is_dir()]
+    modules = [m for m in imports if not is_file_import(m) and not Path(m).is_dir()]
+    for path in files:
+        if not path.is_file():
+            raise CheckpointError(f"--import {path}: no such file or folder", "give a .py file or the folder it is in")
+    targets, gone = [], []
+    for entry in recorded_imports(payload):
+        written = entry["import"]
+        if not is_file_import(written):
+            targets.append(written)
+            continue
+        recorded = Path(entry.get("path") or written)
+        found = find_code(recorded, files, places)
+        if found is not None:
+            targets.append(str(found))
+        else:
+            gone.append(f"{written} ({recorded})")
+    if gone and not files and not skip_missing:
+        raise CheckpointError(f"the checkpoint's code is gone from where it was: {', '.join(gone)}",
+                              "give its new folder with --import FOLDER, or each file with --import PATH/NAME.py")
+    for target in targets + [str(p) for p in files] + modules:
+        import_code(target)
+
+
+def find_code(recorded: Path, files: list[Path], places: list[Path]) -> Path | None:
+    """Where a recorded file is now: a file of its name in `files` (taken out of the list), the
+    file of its name in one of the folders `places`, or where it was; None when it is nowhere."""
+    for path in files:
+        if path.name == recorded.name:
+            files.remove(path)
+            return path
+    moved = next((place / recorded.name for place in places if (place / recorded.name).is_file()), None)
+    return moved or (recorded if recorded.is_file() else None)
+
+
+def import_code(target: str) -> None:
+    """Import one file or module of a checkpoint's code; a failure is a CheckpointError naming it."""
+    try:
+        if is_file_import(target):
+            import_file(target)
+        else:
+            importlib.import_module(target)
+    except GuideError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise CheckpointError(f"cannot import the checkpoint's code {target!r}: {one_line(exc)}",
+                              "it is imported by name: install it, or add its folder to PYTHONPATH") from exc
+    except Exception as exc:  # user code may raise anything
+        raise CheckpointError(f"cannot import the checkpoint's code {target!r}: {type(exc).__name__}: "
+                              f"{one_line(exc)}", "fix the error in that file") from exc
