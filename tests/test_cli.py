@@ -7,10 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import typer
+from rich.console import Console
 from typer.testing import CliRunner
 
+from cli.common import DebugOpt, guarded_command
 from cli.main import app
 from tests.conftest import ROOT
+from torchguide.errors import GuideError
 
 runner = CliRunner()
 
@@ -93,3 +97,36 @@ def test_installed_guide_subprocess() -> None:
     assert json.loads(out.stdout)["outputs"][0]["shape"] == [100, 10]
     bad = subprocess.run([str(guide), "eval", "--checkpoint", "nope.pt"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: checkpoint nope.pt does not exist")
+
+
+def guarded_demo() -> typer.Typer:
+    """A one-command app whose command fails as asked: with a GuideError (caused by a KeyError) or a bug."""
+    demo = typer.Typer()
+
+    @demo.command()
+    @guarded_command
+    def fail(kind: str, debug: DebugOpt = False, *, console: Console) -> None:
+        console.print("started")
+        if kind == "bug":
+            raise ValueError("a bug")
+        try:
+            {}["root"]
+        except KeyError as exc:
+            raise GuideError("bad input", "fix it") from exc
+
+    return demo
+
+
+def test_guarded_command_turns_errors_into_one_line_and_an_exit_code(monkeypatch) -> None:
+    monkeypatch.delenv("GUIDE_DEBUG", raising=False)
+    demo = guarded_demo()
+    result = runner.invoke(demo, ["guide"])
+    assert result.exit_code == 2 and result.stderr == "started\nerror: bad input: fix it\n"
+    result = runner.invoke(demo, ["bug"])
+    assert result.exit_code == 1
+    assert result.stderr == "started\ninternal error: ValueError: a bug (run again with --debug for the traceback)\n"
+    debug = runner.invoke(demo, ["guide", "--debug"])  # the traceback, down to the cause
+    assert debug.exit_code == 2 and "KeyError" in debug.stderr and "direct cause" in debug.stderr
+    assert debug.stderr.endswith("error: bad input: fix it\n")
+    shown = runner.invoke(demo, ["--help"])
+    assert "--debug" in shown.stdout and "console" not in shown.stdout.lower()

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from tests.conftest import ROOT, digits_overrides, reviews_overrides
 from tests.test_resume import assert_same_run, text_args
+from torchguide import distributed
 from torchguide.data.samplers import length_buckets, random, sequential, sorted_batches
 
 LENGTHS = [int(x) for x in torch.randint(5, 300, (1003,), generator=torch.Generator().manual_seed(0))]
@@ -131,6 +132,19 @@ def test_a_rank_failing_on_bad_data_is_one_clear_error(reviews_dir: Path, tmp_pa
 def reviews_overrides_for(reviews_dir: Path, out: Path) -> list[str]:
     return ["train-text", "--config", "configs/text/reviews.yaml", *reviews_overrides(reviews_dir, out),
             "train.max_steps=2", "--quiet"]
+
+
+def test_relaunch_starts_torchrun_and_its_ranks_read_the_process_count(monkeypatch) -> None:
+    monkeypatch.setenv(distributed.NPROC_ENV, "")  # restored after the test, like OMP_NUM_THREADS
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert distributed.relaunched_nproc() is None
+    started = []
+    monkeypatch.setattr("torch.distributed.run.run", started.append)
+    distributed.relaunch(3, ["train-text", "--config", "x.yaml", "--quiet"])
+    assert distributed.relaunched_nproc() == 3
+    (args,) = started
+    assert (args.nproc_per_node, args.module, args.training_script) == ("3", True, "cli.main")
+    assert args.training_script_args == ["train-text", "--config", "x.yaml", "--quiet"]
 
 
 def test_bad_config_is_reported_once_before_any_process_starts(tmp_path: Path) -> None:

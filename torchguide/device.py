@@ -37,7 +37,7 @@ def pick_device(requested: str = "auto") -> tuple[torch.device, str]:
             return torch.device("cuda"), f"auto: CUDA GPU {torch.cuda.get_device_name(0)}"
         if torch.backends.mps.is_available():
             return torch.device("mps"), "auto: Apple GPU (MPS)"
-        return torch.device("cpu"), f"auto: no GPU found, using the CPU ({os.cpu_count()} cores)"
+        return torch.device("cpu"), f"auto: no GPU found, using the CPU ({available_cores()} cores)"
     device = torch.device(requested)
     if device.type == "cuda":
         if not torch.cuda.is_available():
@@ -166,13 +166,19 @@ def prepare_device(device: torch.device, task: str, deterministic: bool) -> list
     return notes
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask where the OS has one (Linux), else all."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def set_threads(requested: int | str, workers: int, local_world_size: int = 1) -> int:
     """Intra-op threads so that compute threads plus loader workers do not oversubscribe the cores."""
     if requested != "auto":
         threads = int(requested)
     else:
-        cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()) or 1
-        threads = max(1, cores // local_world_size - workers)
+        threads = max(1, available_cores() // local_world_size - workers)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads

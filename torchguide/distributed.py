@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as td
 
-from torchguide.device import pick_device
+from torchguide.device import available_cores, pick_device
 from torchguide.errors import ConfigError, GuideError, RunFailed
 
 TIMEOUT = timedelta(minutes=10)  # a collective that waits longer than this fails the job instead of hanging
@@ -134,18 +134,25 @@ def barrier() -> None:
 
 # ---------------------------------------------------------------- launching
 
-def launch(nproc: int, argv: list[str]) -> None:
+NPROC_ENV = "GUIDE_NPROC"  # set in the launcher of `guide --nproc N`; its ranks inherit it
+
+
+def relaunch(nproc: int, argv: list[str]) -> None:
     """Run `guide argv` in `nproc` local processes through torch.distributed.run (torchrun).
 
-    Returns when every rank has finished; a failed rank ends the job and raises a
-    GuideError naming it (exit code 2 when the rank failed on bad input, else 1).
+    This process becomes the launcher: it marks the job as started by `guide --nproc`
+    (read back with `relaunched_nproc`) and returns when every rank has finished.
+
+    Raises:
+        GuideError: a rank failed on bad input (exit code 2).
+        RunFailed: a rank failed otherwise, or the job was stopped by a signal (exit code 1).
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // nproc)))  # torchrun would force 1
+    os.environ[NPROC_ENV] = str(nproc)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, available_cores() // nproc)))  # torchrun would force 1
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # ranks report their own errors
     args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0",
                                          "--monitor-interval=0.2", "--module", "cli.main", *argv])
@@ -157,12 +164,21 @@ def launch(nproc: int, argv: list[str]) -> None:
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
         error = GuideError if code == 2 else RunFailed
         raise error(f"rank {rank} of {nproc} {how}; the job was stopped",
-                    "its message is above" if code > 0 else "look for memory or signal trouble") from None
+                    "its message is above" if code > 0 else "look for memory or signal trouble") from exc
     except SignalException as exc:  # Ctrl-C or SIGTERM to the launcher: the ranks got it too and saved
         raise RunFailed(f"the job was stopped by {exc.sigval.name}", "rank 0's message above says how to resume") \
-            from None
+            from exc
     finally:
         sys.stdout.flush()
+
+
+def relaunched_nproc() -> int | None:
+    """N in a process of a job started by `guide ... --nproc N` (or in its launcher), else None.
+
+    None also under an external torchrun, whose processes `launched()` recognises all the same.
+    """
+    value = os.environ.get(NPROC_ENV)
+    return int(value) if value else None
 
 
 def lost_peer(exc: BaseException) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import os
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -164,10 +163,11 @@ def train_in(run: Run, changes: list[str] | None, checkpoint: Path | None, task:
 def stopped(run: Run, exc: Interrupted, task: str, path: str | Path, overrides: list[str]) -> RunFailed:
     """The one-line report of a run stopped by a signal, with the command that continues it."""
     state = run.state
-    launcher = ["guide"] + (["--nproc", os.environ["GUIDE_NPROC"]] if "GUIDE_NPROC" in os.environ else [])
+    nproc = distributed.relaunched_nproc()
+    launcher = ["guide"] + (["--nproc", str(nproc)] if nproc else [])
     command = shlex.join([*launcher, f"train-{task}", "--config", str(path), *overrides,
                           "--resume", str(exc.checkpoint)])
-    if distributed.launched() and "GUIDE_NPROC" not in os.environ:
+    if distributed.launched() and nproc is None:
         command += " (under the same torchrun launch)"
     return RunFailed(f"stopped by {exc.signal_name} at epoch {state.epoch + 1}, batch {state.batch} "
                      f"(step {state.step}); saved {exc.checkpoint}", f"continue with: {command}")

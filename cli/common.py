@@ -1,0 +1,110 @@
+"""What every `guide` command shares: its console, the error guard, the usual options, JSON output.
+
+Nothing here imports torch, so `guide --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]
+Overrides = Annotated[Optional[list[str]], typer.Argument(  # noqa: UP045 (typer needs Optional)
+    help="Overrides: key=value (optimizer.lr=3e-4) or ~key to remove.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the Python traceback on errors.")]
+
+
+def make_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class ConsoleHandler(logging.Handler):
+    """Library warnings (skipped files, ...) as `warning: ...` lines on stderr."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.WARNING)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.console.print(f"[yellow]warning:[/] {record.getMessage()}", highlight=False)
+
+
+def guarded_command(command: Callable[..., None]) -> Callable[..., None]:
+    """Make `command` a guarded CLI command: it gets a console, library warnings print on it, and the
+    project's errors become one line and an exit code (a traceback only with --debug or GUIDE_DEBUG).
+
+    A command that prints takes a keyword-only `console`, which the guard passes in. Typer sees
+    the command's other parameters only, so `console` is no option.
+    """
+    signature = inspect.signature(command, eval_str=True)  # Typer reads these annotations as they are
+    shown = signature.replace(parameters=[p for p in signature.parameters.values() if p.name != "console"])
+    takes_console = "console" in signature.parameters
+
+    @functools.wraps(command)
+    def guarded(*args: Any, **kwargs: Any) -> None:
+        console = make_console()
+        debug = bool(shown.bind(*args, **kwargs).arguments.get("debug")) or bool(os.environ.get("GUIDE_DEBUG"))
+        if takes_console:
+            kwargs["console"] = console
+        log = logging.getLogger("torchguide")
+        handler = ConsoleHandler(console)
+        log.addHandler(handler)
+        try:
+            command(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except KeyboardInterrupt:
+            console.print("[red]interrupted[/]")
+            raise typer.Exit(1) from None  # the exit carries no cause: the line above is the report
+        except Exception as exc:
+            raise typer.Exit(report_error(exc, console, debug)) from None
+        finally:
+            log.removeHandler(handler)
+
+    guarded.__signature__ = shown  # type: ignore[attr-defined]
+    return guarded
+
+
+def report_error(exc: Exception, console: Console, debug: bool) -> int:
+    """Print an error as the user sees it; returns the exit code (the GuideError's own, 1 for a bug)."""
+    from torchguide.errors import GuideError
+
+    if debug:
+        console.print_exception()
+    if isinstance(exc, GuideError):
+        first, *rest = exc.lines()
+        console.print(f"[red]error:[/] {escape(rank_prefix() + first)}")
+        for line in rest:
+            console.print(escape(line))
+        return exc.exit_code
+    console.print(f"[red]internal error:[/] {escape(rank_prefix() + type(exc).__name__)}: {escape(str(exc))}"
+                  " (run again with --debug for the traceback)")
+    return 1
+
+
+def rank_prefix() -> str:
+    """`[rank N] ` in a process of a distributed job, so its errors say where they come from."""
+    return f"[rank {os.environ['RANK']}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, default=str) + "\n")
+    sys.stdout.flush()
