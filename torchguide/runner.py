@@ -144,11 +144,11 @@ def train_in(run: Run, changes: list[str] | None, checkpoint: Path | None, task:
     try:
         summary = fit(run, console, quiet=quiet)
     except Interrupted as exc:
-        raise stopped(run, exc, task, path, overrides) from None
+        raise stopped(run, exc, task, path, overrides) from exc
     except RuntimeError as exc:
         if distributed.lost_peer(exc):
             raise RunFailed("another process of the job stopped, so this one cannot go on",
-                            "the first failing rank's message says why") from None
+                            "the first failing rank's message says why") from exc
         raise
     if dist.is_main:
         plot_curves(run.state.history, run.run_dir / "curves.png")
@@ -239,7 +239,7 @@ def write_predictions(path: Path, dataset: Any, result: dict[str, Any], classes:
                 writer.writerow([sample_name(dataset, i), classes[dataset.targets[i]],
                                  classes[int(pred[row])], f"{float(confidence[row]):.4f}"])
     except OSError as exc:
-        raise DataError(f"cannot write predictions to {path}: {exc.strerror or exc}") from None
+        raise DataError(f"cannot write predictions to {path}: {exc.strerror or exc}") from exc
 
 
 def sample_name(dataset: Any, i: int) -> str:
