@@ -14,6 +14,7 @@ from rich.console import Console
 from torch import nn
 from typer.testing import CliRunner
 
+import torchguide.device as device_module
 import torchguide.loop as loop_module
 import torchguide.metrics as metrics_module
 from cli.main import app
@@ -91,6 +92,56 @@ def test_auto_precision_asks_the_chosen_gpu_for_native_bf16(cuda_machine) -> Non
     with pytest.raises(ConfigError, match="no native bf16"):
         pick_precision("bf16", torch.device("cuda", 1))
     assert set(seen["device"]) == {1} and set(seen["bf16"]) == {False}
+
+
+@pytest.fixture
+def gpu_bf16(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """pick_precision's probe of a GPU's native bf16 stood in for: set `[True]` or `[False]`; asked of a
+    CPU or MPS device, it fails the test."""
+    answer: list[bool] = []
+
+    def probe(device: torch.device) -> bool:
+        assert device.type == "cuda", f"asked {device} about native bf16"
+        return answer[0]
+
+    monkeypatch.setattr(device_module, "gpu_has_bf16", probe)
+    return answer
+
+
+@pytest.mark.parametrize(("requested", "device", "native_bf16", "chosen"), [
+    ("auto", "cpu", None, "fp32"),
+    ("auto", "mps", None, "fp32"),
+    ("auto", "cuda", True, "bf16"),
+    ("auto", "cuda:1", False, "fp16"),  # bf16 only emulated: fp16 with loss scaling
+    ("bf16", "cpu", None, "bf16"),  # autocast on the CPU, as asked
+    ("bf16", "cuda", True, "bf16"),
+    ("fp16", "cuda", False, "fp16"),
+    ("fp16", "cuda", True, "fp16"),  # as configured, though bf16 is there
+    ("fp32", "cuda", True, "fp32"),
+    ("fp32", "mps", None, "fp32"),
+])
+def test_pick_precision(gpu_bf16: list[bool], requested: str, device: str, native_bf16: bool | None,
+                        chosen: str) -> None:
+    gpu_bf16.append(native_bf16)
+    precision, why = pick_precision(requested, torch.device(device))
+    assert precision == chosen
+    if requested != "auto":
+        assert why == "as configured"
+    else:
+        assert why.startswith("auto: ") and chosen in why
+
+
+@pytest.mark.parametrize(("requested", "device", "message", "hint"), [
+    ("fp16", "cpu", "fp16 needs a CUDA GPU, this run is on cpu", "use bf16 or fp32"),
+    ("fp16", "mps", "fp16 needs a CUDA GPU, this run is on mps", "use bf16 or fp32"),
+    ("bf16", "cuda:0", "this GPU has no native bf16", "use fp16 or fp32"),
+])
+def test_pick_precision_refuses_what_the_device_cannot_do(gpu_bf16: list[bool], requested: str, device: str,
+                                                          message: str, hint: str) -> None:
+    gpu_bf16.append(False)
+    with pytest.raises(ConfigError, match=message) as caught:
+        pick_precision(requested, torch.device(device))
+    assert caught.value.hint == hint
 
 
 def test_nproc_above_the_gpu_count_is_refused_naming_both(cuda_machine, digits_dir: Path, tmp_path: Path) -> None:

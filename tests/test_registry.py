@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+
 import pytest
 from torch import nn
 
@@ -9,15 +11,43 @@ from torchguide.errors import ConfigError
 from torchguide.layers import CATALOGUE
 from torchguide.registry import LAYERS, LOSSES, MODELS, OPTIMIZERS, REGISTRIES, SCHEDULERS, Registry
 
+SHIPPED = ("torch", "torchvision", "torchguide", "pytorch_optimizer")  # not components other tests register
+
 
 @pytest.mark.parametrize("kind", list(REGISTRIES))
-def test_every_entry_is_described(kind: str) -> None:
+def test_every_entry_is_described_with_its_real_signature(kind: str) -> None:
     registry = REGISTRIES[kind]
-    assert registry.names(), kind
-    for name in registry.names():
-        info = registry.describe(name)
-        assert info["name"] == name
-        assert info["signature"].startswith("(")
+    shipped = [e.name for e in registry.entries() if getattr(e.obj, "__module__", "").split(".")[0] in SHIPPED]
+    assert shipped, kind
+    described = {name: registry.describe(name) for name in shipped}
+    assert [n for n, info in described.items() if info["signature"] == "(...)"] == []  # the fallback, not a signature
+    assert [n for n, info in described.items() if not info["summary"]] == []
+
+
+def described(registry: Registry, name: str) -> ast.arguments:
+    """The parameters of an entry as `guide list` describes them, parsed back as Python."""
+    return ast.parse(f"def f{registry.describe(name)['signature']}: pass").body[0].args
+
+
+def test_a_models_description_gives_its_parameters_and_defaults() -> None:
+    params = described(MODELS, "simple_cnn")
+    assert [a.arg for a in params.args] == ["num_classes", "in_channels", "width", "dropout"]
+    assert [ast.literal_eval(d) for d in params.defaults] == [3, 32, 0.1]  # the last three: num_classes has none
+    assert not params.kwonlyargs
+    assert MODELS.describe("simple_cnn")["summary"].startswith("A small CNN")
+
+
+def test_a_keyword_only_builder_is_described_as_such() -> None:
+    # torchvision models are built by keyword only: guide passes num_classes and in_channels by name
+    params = described(MODELS, "resnet18")
+    assert params.args == [] and [a.arg for a in params.kwonlyargs][:3] == ["num_classes", "in_channels", "weights"]
+    assert params.kw_defaults[0] is None  # num_classes: required
+    assert [ast.literal_eval(d) for d in params.kw_defaults[1:3]] == [3, None]
+    params = described(LOSSES, "gaussian_nll")
+    assert params.args == [] and params.kwonlyargs[0].arg == "full" and ast.literal_eval(params.kw_defaults[0]) is False
+    params = described(OPTIMIZERS, "sgd")  # positional parameters first, then keyword-only ones
+    assert [a.arg for a in params.args][:3] == ["params", "lr", "momentum"] and "maximize" in [
+        a.arg for a in params.kwonlyargs]
 
 
 def test_torch_is_enumerated_not_hand_listed() -> None:

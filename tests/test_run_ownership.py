@@ -60,9 +60,9 @@ def temporary_files(root: Path) -> list[Path]:
 def test_a_second_process_is_refused_and_a_killed_ones_lock_is_taken_over(digits_dir: Path, tmp_path: Path) -> None:
     first = guide(*args(digits_dir, tmp_path, "exp", "--quiet"))
     assert first.returncode == 0, first.stderr
-    holder = crashing("slow:600", 1, args(digits_dir, tmp_path, "exp", *MORE, "--resume", "auto", "--quiet"))
+    holder = crashing("hold:step", 1, args(digits_dir, tmp_path, "exp", *MORE, "--resume", "auto", "--quiet"))
     try:
-        holder.wait_for("slow step")  # it holds the run, in its first step
+        holder.wait_for("held at step 1")  # it holds the run, in its first step, until it is killed
         lock = json.loads((tmp_path / "exp" / "run.lock").read_text())
         assert lock["pid"] == holder.proc.pid and lock["host"] and lock["since"]
         before = snapshot(tmp_path)

@@ -11,11 +11,12 @@ import torch
 from rich.console import Console
 
 from torchguide import rundir
-from torchguide.build import build_run
+from torchguide.build import build_run, resolve_target
 from torchguide.checkpoint import check_payload, load_checkpoint, restore
 from torchguide.config import load_config
 from torchguide.errors import CheckpointError, ConfigError, DataError, RunFailed
 from torchguide.loop import fit
+from torchguide.metrics import Meter
 
 
 def digits_config(digits_dir: Path, out: Path, *overrides: str):
@@ -266,6 +267,34 @@ def test_resume_refuses_a_changed_vocabulary(reviews_dir: Path, tmp_path: Path) 
     changed = build_run(load_config(ROOT / "configs/text/reviews.yaml", overrides, task="text"))
     with pytest.raises(CheckpointError, match="vocabulary .* differs"):
         restore(changed, load_checkpoint(run.run_dir / "checkpoints" / "last.pt"))
+
+
+# ---------------------------------------------------------------- targets and running metrics
+
+@pytest.mark.parametrize(("loss", "classes", "target", "outputs"), [
+    ("cross_entropy", 10, "index", 10),
+    ("nll", 2, "index", 2),  # two classes, two log-probabilities
+    ("mse", 3, "onehot", 3),
+    ("bce_with_logits", 2, "binary", 1),  # two classes: one logit
+    ("bce", 2, "binary", 1),
+    ("bce_with_logits", 5, "onehot", 5),  # more: one independent logit per class
+    ("soft_margin", 2, "binary_signed", 1),
+    ("ctc", 4, "index", 4),  # no encoding registered: class indices
+])
+def test_resolve_target(loss: str, classes: int, target: str, outputs: int) -> None:
+    assert resolve_target(loss, classes) == (target, outputs)
+
+
+def test_a_two_class_loss_is_refused_for_more_classes() -> None:
+    with pytest.raises(ConfigError, match="soft_margin is for two classes, the data has 3"):
+        resolve_target("soft_margin", 3)
+
+
+def test_meter_summarize_turns_sums_into_means() -> None:
+    # 4 samples with a summed loss of 6.0, 3 right; 30 real tokens in 40 padded places
+    assert Meter.summarize(6.0, 3, 4, 30, 40) == {"loss": 1.5, "acc": 0.75, "padding": 0.25}
+    assert Meter.summarize(6.0, 3, 4, 0, 0)["padding"] is None  # not a text run
+    assert Meter.summarize(0.0, 0, 0, 0, 0) == {"loss": 0.0, "acc": 0.0, "padding": None}  # no samples yet
 
 
 # ---------------------------------------------------------------- checked before the first step
