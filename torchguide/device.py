@@ -100,7 +100,8 @@ def pick_precision(requested: str, device: torch.device) -> tuple[str, str]:
         if gpu_has_bf16(device):
             return "bf16", "auto: bf16 autocast (the GPU computes bf16 natively)"
         return "fp16", "auto: fp16 autocast with loss scaling (no bf16 on this GPU)"
-    return "fp32", "auto: fp32 on CPU (set train.precision=bf16 to try autocast)"
+    where = "CPU" if device.type == "cpu" else device.type.upper()
+    return "fp32", f"auto: fp32 on {where} (set train.precision=bf16 to try autocast)"
 
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

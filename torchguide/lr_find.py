@@ -69,6 +69,8 @@ def steepest(lrs: list[float], smoothed: list[float]) -> float | None:
     """The lr where the smoothed loss falls fastest per unit of log lr, before its minimum; None if it
     never falls."""
     finite = [(lr, s) for lr, s in zip(lrs, smoothed, strict=True) if math.isfinite(s)]
+    if not finite:  # the very first loss was NaN/inf
+        return None
     skip = max(1, len(finite) // 10)  # the first points carry the smoothing's start-up
     lowest = min(range(len(finite)), key=lambda i: finite[i][1])
     points = finite[skip:lowest + 1]  # only the way down: past the minimum the loss is blowing up

@@ -9,7 +9,6 @@ training, the batch transforms).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +22,7 @@ from torchguide.data.image import ImageSamples
 from torchguide.data.samplers import EpochBatchSampler
 from torchguide.data.text import TextSamples, Vocab, sort_labels
 from torchguide.data.transforms import build_pipeline
+from torchguide.device import available_cores
 from torchguide.errors import ConfigError, DataError
 from torchguide.interrupt import ignore_interrupts_in_worker
 from torchguide.registry import COLLATES, SAMPLERS, Registry
@@ -264,7 +264,7 @@ def auto_workers(dataset: Dataset, task: str) -> int:
     through worker processes; larger image sets decode in up to 4 workers, leaving one
     core for the model.
     """
-    cores = os.cpu_count() or 1
+    cores = available_cores()
     if task == "text" or len(dataset) < 5000 or cores < 2:
         return 0
     return max(1, min(4, cores - 1))
