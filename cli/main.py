@@ -165,7 +165,7 @@ def inspect_layer_cmd(
     console = make_console()
     with guarded(debug, console):
         from cli.show import show_layer
-        from torchguide.inspect import inspect_layer, parse_shape
+        from torchguide.layer_inspect import inspect_layer, parse_shape
 
         shape = parse_shape(input_shape) if input_shape else None
         report = inspect_layer(name, parse_kwargs(args or []), shape)
@@ -263,7 +263,7 @@ def inspect_model_cmd(
     console = make_console()
     with guarded(debug, console):
         from cli.show import show_model
-        from torchguide.inspect import inspect_model, parse_shape
+        from torchguide.layer_inspect import inspect_model, parse_shape
         from torchguide.runner import model_and_inputs
 
         shape = parse_shape(input_shape) if input_shape else None

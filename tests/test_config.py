@@ -222,7 +222,7 @@ def test_imports_register_user_components(tmp_path: Path) -> None:
                                        "model": {"name": "test_custom_net"},
                                        "loss": {"name": "test_custom_mse"}}))
     assert cfg.loss.name == "test_custom_mse"
-    from torchguide.inspect import inspect_layer
+    from torchguide.layer_inspect import inspect_layer
     from torchguide.losses import build_loss
 
     report = inspect_layer("test_custom_linear", {"in_size": 5, "out_size": 2}, (4, 5))

@@ -9,7 +9,7 @@ input shape is explained in terms of what the layer expects.
 
 from __future__ import annotations
 
-import inspect as pyinspect
+import inspect
 import re
 from typing import Any
 
@@ -44,7 +44,7 @@ def pick_arguments(name: str, given: dict[str, Any]) -> tuple[dict[str, Any], li
         return dict(known), list(known)
     sig = LAYERS.signature(name)
     required = [n for n, p in (sig.parameters.items() if sig else [])
-                if p.default is pyinspect.Parameter.empty and p.kind is not p.VAR_KEYWORD
+                if p.default is inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD
                 and p.kind is not p.VAR_POSITIONAL]
     picked = [n for n in required if n not in given and n in known]
     return {**{n: known[n] for n in picked}, **given}, picked
@@ -130,7 +130,7 @@ def flatten_outputs(out: Any, names: list[str] | None) -> list[dict[str, Any]]:
 
 def doc_paragraph(cls: type) -> str:
     """The first prose paragraph of a class's docstring (some start with a signature line)."""
-    doc = pyinspect.getdoc(cls) or ""
+    doc = inspect.getdoc(cls) or ""
     for paragraph in doc.strip().split("\n\n"):
         if paragraph.strip() and not paragraph.lstrip().startswith("__init__("):
             return " ".join(paragraph.split())
