@@ -163,14 +163,18 @@ class Loader(BaseModel):
         return self
 
 
-class Vocab(BaseModel):
+class VocabSection(BaseModel):
+    """`data.vocab:`: how the vocabulary of a text dataset is built from its training split."""
+
     model_config = Strict
     min_freq: int = Field(default=1, ge=1)
     max_size: int | None = Field(default=None, gt=2)
     max_len: int | None = Field(default=None, gt=0)
 
 
-class Data(BaseModel):
+class DataSection(BaseModel):
+    """`data:`: the datasets of each split and how they are transformed, batched and loaded."""
+
     model_config = Strict
     train: Component
     valid: ValidSpec | None = None
@@ -180,7 +184,7 @@ class Data(BaseModel):
     loader: Loader = Loader()
     collate: Component = Component(name="default")
     sampler: Component = Component(name="random")
-    vocab: Vocab = Vocab()
+    vocab: VocabSection = VocabSection()
     cache: Literal["none", "memory"] = "none"
 
     @field_validator("batch_transforms", mode="before")
@@ -260,7 +264,7 @@ class Config(BaseModel):
     task: Literal["image", "text"] | None = None
     seed: int = 0
     imports: list[str] = []
-    data: Data
+    data: DataSection
     model: ModelSection
     loss: Component = Component(name="cross_entropy")
     optimizer: OptimizerSection = OptimizerSection(name="adam", lr=1e-3)
@@ -592,6 +596,9 @@ def task_mismatches(raw: dict[str, Any], task: str) -> list[str]:
     return [f"{'; '.join(found)}: run this config with `guide train-{other}`"]
 
 
+SHOWN_NAMES = {"DataSection": "Data", "VocabSection": "Vocab"}
+
+
 def format_validation(exc: ValidationError) -> list[str]:
     problems = []
     for err in exc.errors():
@@ -608,6 +615,9 @@ def format_validation(exc: ValidationError) -> list[str]:
             msg = "required, add it"
         else:
             msg = err["msg"].removeprefix("Value error, ")
+            if kind == "model_type":  # pydantic names the class; keep the names users have always seen
+                name = err["ctx"]["class_name"]
+                msg = msg.replace(name, SHOWN_NAMES.get(name, name))
             if "input" in err and not isinstance(err["input"], dict | list):
                 msg += f" (got {err['input']!r})"
         problems.append(f"{path}: {msg}")
