@@ -94,10 +94,6 @@ class ImageSamples(Dataset):
         return [label for _, label in self.samples]
 
     @property
-    def channels(self) -> int:
-        return 1 if self.mode == "L" else 3
-
-    @property
     def files(self) -> bool:
         """Whether the samples are image files (not the items of a dataset of the user's own)."""
         return self.read is load_image

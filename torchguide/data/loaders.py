@@ -295,10 +295,10 @@ def make_mixer(config: Config, data: Data) -> MixBatches | None:
 
 
 def make_loader(dataset: Dataset, config: Config, data: Data, *, train: bool, device: torch.device,
-                rank: int = 0, world_size: int = 1, loss_name: str | None = None) -> DataLoader:
+                rank: int = 0, world_size: int = 1) -> DataLoader:
     """A DataLoader for one split with the configured collate and (for training) sampler."""
     loader = config.data.loader
-    _, target = loss_meta(loss_name or config.loss.name)
+    _, target = loss_meta(config.loss.name)
     collate_name = config.data.collate.name
     runtime = {"target": target or "index", "num_classes": data.num_classes, "pad_index": 0,
                "max_len": config.data.vocab.max_len}

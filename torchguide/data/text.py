@@ -57,10 +57,6 @@ class Vocab:
     def __len__(self) -> int:
         return len(self.itos)
 
-    @property
-    def pad_index(self) -> int:
-        return 0
-
     def encode(self, text: str, max_len: int | None = None) -> list[int]:
         """Token ids of `text`; an empty text becomes one `<unk>` so every input has a token."""
         ids = [self.stoi.get(t, 1) for t in tokenize(text)][:max_len] or [1]
