@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from torchguide import config as config_module
 from torchguide.config import apply_overrides, load_config, parse_value, read_yaml, to_yaml
+from torchguide.config import raw as raw_config
 from torchguide.errors import ConfigError
 
 BASE = {
@@ -323,7 +323,7 @@ def test_only_regular_files_of_limited_size_are_read(tmp_path: Path, monkeypatch
             read_yaml(tmp_path / "pipe.yaml")  # refused without opening it, so it cannot block
     with pytest.raises(ConfigError, match="character device"):
         read_yaml(os.devnull)
-    monkeypatch.setattr(config_module, "MAX_CONFIG_BYTES", 100)
+    monkeypatch.setattr(raw_config, "MAX_CONFIG_BYTES", 100)
     with pytest.raises(ConfigError, match="larger than"):
         read_yaml(write(tmp_path, "# x\n" * 30))
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchguide.config import import_file, is_file_import
+from torchguide.config.user_code import import_file, is_file_import
 from torchguide.errors import CheckpointError, GuideError
 from torchguide.files import make_folder, special_kind, write_atomic
 from torchguide.registry import one_line
