@@ -162,7 +162,7 @@ def inspect_layer(name: str, given: dict[str, Any] | None = None,
         expected = expectation(key, layer)
         got = f"got {len(shape)} dims {list(shape)}"
         hint = f"{key} expects {expected}; {got}" if expected else f"{key} cannot take input {list(shape)}"
-        raise GuideError(f"{hint} ({one_line(exc)[:200]})", "change --input-shape") from None
+        raise GuideError(f"{hint} ({one_line(exc)[:200]})", "change --input-shape") from exc
     params = [{"name": n, "shape": list(p.shape), "count": p.numel()}
               for n, p in layer.named_parameters() if p.requires_grad]
     return {
@@ -212,9 +212,9 @@ def inspect_model(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[st
             model(*inputs)
     except (RuntimeError, ValueError, IndexError, TypeError) as exc:
         if not started:
-            raise GuideError(f"the model fails on inputs {[list(t.shape) for t in inputs]}: {one_line(exc)}") from None
+            raise GuideError(f"the model fails on inputs {[list(t.shape) for t in inputs]}: {one_line(exc)}") from exc
         name, module, args = started[-1]
-        raise GuideError(*layer_mismatch(name, module, args, exc)) from None
+        raise GuideError(*layer_mismatch(name, module, args, exc)) from exc
     finally:
         for h in hooks:
             h.remove()

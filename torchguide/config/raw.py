@@ -89,11 +89,11 @@ def read_config_text(path: Path) -> str:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES >> 20} MB; a config is a few dozen lines",
-                          "check the path") from None
+                          "check the path")
     try:
         return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not UTF-8 text", source=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text", source=str(path)) from exc
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -108,7 +108,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"YAML syntax error{where}: {problem}", source=str(path)) from None
+        raise ConfigError(f"YAML syntax error{where}: {problem}", source=str(path)) from exc
     if raw is None:
         raise ConfigError("the file is empty: start from a shipped config in configs/", source=str(path))
     if not isinstance(raw, dict):

@@ -149,7 +149,7 @@ def open_image(path: str, mode: str) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise DataError(f"image {path} is too large to decode: {exc}", "downscale or remove it") from exc
     except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}", "remove or replace the file") from None
+        raise DataError(f"cannot read image {path}: {exc}", "remove or replace the file") from exc
 
 
 def to_8bit(image: Image.Image) -> Image.Image:
