@@ -91,7 +91,7 @@ def inspect_layer_cmd(
 ) -> None:
     """Build a torch layer by name, feed it random input, and explain the shapes."""
     from cli.show import show_layer
-    from torchguide.inspect import inspect_layer, parse_shape
+    from torchguide.inspection import inspect_layer, parse_shape
 
     shape = parse_shape(input_shape) if input_shape else None
     report = inspect_layer(name, parse_kwargs(args or []), shape)
@@ -144,7 +144,7 @@ def inspect_model_cmd(
 ) -> None:
     """Every layer of a model: output shape, parameters and FLOPs from one forward pass."""
     from cli.show import show_model
-    from torchguide.inspect import inspect_model, parse_shape
+    from torchguide.inspection import inspect_model, parse_shape
     from torchguide.runner import model_and_inputs
 
     shape = parse_shape(input_shape) if input_shape else None

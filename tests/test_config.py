@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from torchguide import config as config_module
 from torchguide.config import apply_overrides, load_config, parse_value, read_yaml, to_yaml
+from torchguide.config import raw as raw_config
+from torchguide.config.user_code import is_file_import
 from torchguide.errors import ConfigError
 
 BASE = {
@@ -57,6 +58,19 @@ def test_delete_override_and_list_index() -> None:
 def test_bad_overrides(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         apply_overrides({"a": {"b": 1, "c": [1]}}, [override])
+
+
+def test_command_line_values_are_read_as_yaml() -> None:
+    assert parse_value("3e-4") == 0.0003 and parse_value("8") == 8 and parse_value("true") is True
+    assert parse_value("[1, 2]") == [1, 2] and parse_value("  ") is None
+    assert parse_value("a: [") == "a: ["  # not YAML: kept as the text it is
+
+
+def test_sections_given_a_value_are_named_as_users_know_them(tmp_path: Path) -> None:
+    assert problems(tmp_path, BASE, ["data=3"]) == [
+        "data: Input should be a valid dictionary or instance of Data (got 3)"]
+    assert problems(tmp_path, BASE, ["data.vocab=3"]) == [
+        "data.vocab: Input should be a valid dictionary or instance of Vocab (got 3)"]
 
 
 def test_every_problem_reported_at_once_with_paths(tmp_path: Path) -> None:
@@ -222,7 +236,7 @@ def test_imports_register_user_components(tmp_path: Path) -> None:
                                        "model": {"name": "test_custom_net"},
                                        "loss": {"name": "test_custom_mse"}}))
     assert cfg.loss.name == "test_custom_mse"
-    from torchguide.inspect import inspect_layer
+    from torchguide.inspection import inspect_layer
     from torchguide.losses import build_loss
 
     report = inspect_layer("test_custom_linear", {"in_size": 5, "out_size": 2}, (4, 5))
@@ -232,6 +246,11 @@ def test_imports_register_user_components(tmp_path: Path) -> None:
     assert float(build_loss("test_custom_mse")(torch.ones(2, 2), torch.zeros(2, 2))) == 1.0
     nll = build_loss("test_custom_nll")
     assert float(nll(torch.log(torch.tensor([[0.5, 0.5]])), torch.tensor([0]))) == pytest.approx(0.6931, 1e-3)
+
+
+def test_imports_of_files_and_of_modules_are_told_apart() -> None:
+    assert is_file_import("my_models.py") and is_file_import("lib/my_models")
+    assert not is_file_import("my_package.models")
 
 
 def test_bad_imports_are_reported(tmp_path: Path) -> None:
@@ -323,7 +342,7 @@ def test_only_regular_files_of_limited_size_are_read(tmp_path: Path, monkeypatch
             read_yaml(tmp_path / "pipe.yaml")  # refused without opening it, so it cannot block
     with pytest.raises(ConfigError, match="character device"):
         read_yaml(os.devnull)
-    monkeypatch.setattr(config_module, "MAX_CONFIG_BYTES", 100)
+    monkeypatch.setattr(raw_config, "MAX_CONFIG_BYTES", 100)
     with pytest.raises(ConfigError, match="larger than"):
         read_yaml(write(tmp_path, "# x\n" * 30))
 

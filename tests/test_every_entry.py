@@ -24,7 +24,7 @@ from torchguide.config import Config, load_config
 from torchguide.data.collate import encode_targets
 from torchguide.data.loaders import Data, build_data
 from torchguide.errors import ConfigError, GuideError
-from torchguide.inspect import inspect_layer
+from torchguide.inspection import inspect_layer
 from torchguide.losses import build_loss, loss_meta
 from torchguide.optim import build_optimizer, build_scheduler, scheduler_interval
 from torchguide.registry import COLLATES, LAYERS, LOSSES, MODELS, OPTIMIZERS, SAMPLERS, SCHEDULERS

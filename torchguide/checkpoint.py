@@ -108,11 +108,11 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     except pickle.UnpicklingError as exc:
         reason = "it stores Python objects (e.g. a whole pickled model), which are not loaded for safety" \
             if "Unsupported global" in str(exc) else "it is not a checkpoint (corrupt or another kind of file)"
-        raise CheckpointError(f"cannot load {path}: {reason}", "use a checkpoint written by guide") from None
+        raise CheckpointError(f"cannot load {path}: {reason}", "use a checkpoint written by guide") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load {path}: not a complete checkpoint ({type(exc).__name__})",
                               "the file is truncated or not a checkpoint; use checkpoints/last.pt or best.pt") \
-            from None
+            from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         kind = "a plain state_dict" if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path} is not a torchguide checkpoint (it holds {kind})",

@@ -28,6 +28,8 @@ from torchguide.errors import RunFailed
 # .<target>.<pid>.<token>.tmp; files of earlier versions have no pid: .<target>.<token>.tmp
 TMP_NAME = re.compile(r"^\.(?P<target>.+?)\.(?:(?P<pid>\d+)\.)?(?P<token>[a-z0-9_]+)\.tmp$")
 FULL = (errno.ENOSPC, errno.EDQUOT)
+# why a folder cannot be fsynced here (not opened for reading, not supported): the rename stands regardless
+NO_FOLDER_SYNC = (errno.EACCES, errno.EPERM, errno.EINVAL, errno.EBADF, errno.ENOTSUP, errno.EOPNOTSUPP)
 TORCH_WRITE_FAILED = ("unexpected pos", "failed writing", "file write failed", "No space left")
 KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
@@ -50,11 +52,11 @@ def open_temp(target: Path) -> Iterator[tuple[IO[bytes], Path]]:
         raise
 
 
-def write_atomic(target: Path, write: Callable[[IO[bytes]], None], *, durable: bool = True,
+def write_atomic(target: Path, write: Callable[[IO[bytes]], None], *,
                  hint: str = "the previous file is intact") -> Path:
-    """Write `target` through `write(file)` into a temporary file, then rename it into place.
-
-    With `durable`, the data and the rename are fsynced (a power cut keeps one whole version).
+    """Write `target` through `write(file)`, so that a crash, a power cut or a full disk leaves
+    either the previous file or the whole new one: the data goes to a temporary file in the same
+    folder, which is flushed, fsynced and renamed over `target`; then the folder is fsynced.
 
     Raises:
         RunFailed: the disk is full (`no space left on <target>`) or the file cannot be written;
@@ -65,11 +67,9 @@ def write_atomic(target: Path, write: Callable[[IO[bytes]], None], *, durable: b
         with open_temp(target) as (f, tmp):
             write(f)
             f.flush()
-            if durable:
-                os.fsync(f.fileno())
+            os.fsync(f.fileno())
         os.replace(tmp, target)
-        if durable:
-            sync_folder(target.parent)
+        sync_folder(target.parent)
     except OSError as exc:
         raise write_failure(exc, target, hint) from exc
     except RuntimeError as exc:  # torch.save's way of saying that a write failed
@@ -79,10 +79,10 @@ def write_atomic(target: Path, write: Callable[[IO[bytes]], None], *, durable: b
     return target
 
 
-def write_text_atomic(target: Path, text: str, **kwargs: object) -> Path:
+def write_text_atomic(target: Path, text: str, *, hint: str = "the previous file is intact") -> Path:
     """`write_atomic` for a text file (UTF-8)."""
     data = text.encode("utf-8")
-    return write_atomic(target, lambda f: f.write(data), **kwargs)
+    return write_atomic(target, lambda f: f.write(data), hint=hint)
 
 
 def make_folder(folder: Path) -> Path:
@@ -95,12 +95,19 @@ def make_folder(folder: Path) -> Path:
 
 
 def sync_folder(folder: Path) -> None:
-    """fsync a folder, so the renames in it survive a power cut."""
-    fd = os.open(folder, os.O_RDONLY)
+    """fsync a folder, so the renames in it survive a power cut; skipped where that cannot be done
+    (Windows opens no folder, some file systems refuse to fsync one)."""
+    if os.name == "nt":
+        return
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if exc.errno not in NO_FOLDER_SYNC:
+            raise
 
 
 def disk_full(exc: BaseException) -> bool:

@@ -102,10 +102,6 @@ class Registry:
         self._load()
         return sorted(e.name for e in self._entries.values())
 
-    def entries(self) -> list[Entry]:
-        self._load()
-        return sorted(self._entries.values(), key=lambda e: e.name)
-
     def unknown(self, name: str) -> str:
         """The message for an unknown name: a 'did you mean' and where to see the list."""
         if normalize(str(name)) in self._left_out:

@@ -174,7 +174,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
     fig.suptitle(path.parent.name)
     fig.tight_layout()
     try:
-        return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100), durable=False,
+        return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100),
                             hint="the checkpoints and metrics are whole")
     finally:
         plt.close(fig)

@@ -94,10 +94,6 @@ class ImageSamples(Dataset):
         return [label for _, label in self.samples]
 
     @property
-    def channels(self) -> int:
-        return 1 if self.mode == "L" else 3
-
-    @property
     def files(self) -> bool:
         """Whether the samples are image files (not the items of a dataset of the user's own)."""
         return self.read is load_image
@@ -153,7 +149,7 @@ def open_image(path: str, mode: str) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise DataError(f"image {path} is too large to decode: {exc}", "downscale or remove it") from exc
     except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}", "remove or replace the file") from None
+        raise DataError(f"cannot read image {path}: {exc}", "remove or replace the file") from exc
 
 
 def to_8bit(image: Image.Image) -> Image.Image:

@@ -77,9 +77,6 @@ class EpochBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return len(self.batches()) - self.start
 
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "start": self.start}
-
     def chunk(self, order: list[int]) -> list[list[int]]:
         """Cut an order into global batches, merging or dropping a short tail."""
         step = self.batch_size * self.world_size

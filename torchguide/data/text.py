@@ -57,10 +57,6 @@ class Vocab:
     def __len__(self) -> int:
         return len(self.itos)
 
-    @property
-    def pad_index(self) -> int:
-        return 0
-
     def encode(self, text: str, max_len: int | None = None) -> list[int]:
         """Token ids of `text`; an empty text becomes one `<unk>` so every input has a token."""
         ids = [self.stoi.get(t, 1) for t in tokenize(text)][:max_len] or [1]
@@ -145,7 +141,7 @@ def read_text(path: Path) -> str:
     try:
         raw = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 (byte {exc.start})", "re-save the file as UTF-8") from None
+        raise DataError(f"{path} is not UTF-8 (byte {exc.start})", "re-save the file as UTF-8") from exc
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if not raw.strip():
@@ -196,8 +192,8 @@ def read_jsonl(path: Path, raw: str, columns: tuple[str, ...]) -> list[Row]:
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
-            raise DataError(f"{path}: line {number} is not JSON") from None
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {number} is not JSON") from exc
         if not isinstance(row, dict):
             raise DataError(f"{path}: line {number} is a JSON {type(row).__name__}, not an object with keys "
                             f"{', '.join(columns)}")

@@ -278,10 +278,10 @@ def read_state(path: str) -> dict[str, torch.Tensor]:
     """A state dict from a local file (a guide checkpoint's `model` entry too)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ConfigError(f"model.weights: {path} does not exist") from None
+    except FileNotFoundError as exc:
+        raise ConfigError(f"model.weights: {path} does not exist") from exc
     except Exception as exc:
-        raise ConfigError(f"model.weights: {path} is not a loadable state dict ({type(exc).__name__})") from None
+        raise ConfigError(f"model.weights: {path} is not a loadable state dict ({type(exc).__name__})") from exc
     state = state.get("model", state) if isinstance(state, dict) else state
     if not isinstance(state, dict):
         raise ConfigError(f"model.weights: {path} holds a {type(state).__name__}, not a state dict")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from torchguide.errors import ConfigError, GuideError
-from torchguide.inspect import inspect_layer, parse_shape
+from torchguide.inspection import inspect_layer, parse_shape
 from torchguide.layers import CATALOGUE
 
 

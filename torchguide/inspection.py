@@ -9,7 +9,7 @@ input shape is explained in terms of what the layer expects.
 
 from __future__ import annotations
 
-import inspect as pyinspect
+import inspect
 import re
 from typing import Any
 
@@ -44,7 +44,7 @@ def pick_arguments(name: str, given: dict[str, Any]) -> tuple[dict[str, Any], li
         return dict(known), list(known)
     sig = LAYERS.signature(name)
     required = [n for n, p in (sig.parameters.items() if sig else [])
-                if p.default is pyinspect.Parameter.empty and p.kind is not p.VAR_KEYWORD
+                if p.default is inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD
                 and p.kind is not p.VAR_POSITIONAL]
     picked = [n for n in required if n not in given and n in known]
     return {**{n: known[n] for n in picked}, **given}, picked
@@ -130,7 +130,7 @@ def flatten_outputs(out: Any, names: list[str] | None) -> list[dict[str, Any]]:
 
 def doc_paragraph(cls: type) -> str:
     """The first prose paragraph of a class's docstring (some start with a signature line)."""
-    doc = pyinspect.getdoc(cls) or ""
+    doc = inspect.getdoc(cls) or ""
     for paragraph in doc.strip().split("\n\n"):
         if paragraph.strip() and not paragraph.lstrip().startswith("__init__("):
             return " ".join(paragraph.split())
@@ -162,7 +162,7 @@ def inspect_layer(name: str, given: dict[str, Any] | None = None,
         expected = expectation(key, layer)
         got = f"got {len(shape)} dims {list(shape)}"
         hint = f"{key} expects {expected}; {got}" if expected else f"{key} cannot take input {list(shape)}"
-        raise GuideError(f"{hint} ({one_line(exc)[:200]})", "change --input-shape") from None
+        raise GuideError(f"{hint} ({one_line(exc)[:200]})", "change --input-shape") from exc
     params = [{"name": n, "shape": list(p.shape), "count": p.numel()}
               for n, p in layer.named_parameters() if p.requires_grad]
     return {
@@ -212,9 +212,9 @@ def inspect_model(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[st
             model(*inputs)
     except (RuntimeError, ValueError, IndexError, TypeError) as exc:
         if not started:
-            raise GuideError(f"the model fails on inputs {[list(t.shape) for t in inputs]}: {one_line(exc)}") from None
+            raise GuideError(f"the model fails on inputs {[list(t.shape) for t in inputs]}: {one_line(exc)}") from exc
         name, module, args = started[-1]
-        raise GuideError(*layer_mismatch(name, module, args, exc)) from None
+        raise GuideError(*layer_mismatch(name, module, args, exc)) from exc
     finally:
         for h in hooks:
             h.remove()
