@@ -10,8 +10,8 @@ import yaml
 
 from torchguide.config import apply_overrides, load_config, parse_value, read_yaml, to_yaml
 from torchguide.config import raw as raw_config
-from torchguide.config.user_code import is_file_import
 from torchguide.errors import ConfigError
+from torchguide.usercode import is_file_import
 
 BASE = {
     "name": "t",

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from torchguide.config.checks import DEFAULT_COLLATE, check_components, collate_mismatch, infer_task, task_mismatches
 from torchguide.config.raw import apply_overrides, read_yaml
 from torchguide.config.schema import Config, format_validation
-from torchguide.config.user_code import import_user_code
 from torchguide.errors import ConfigError
+from torchguide.usercode import import_user_code
 
 DEFAULT_COMPONENTS = {"loss": {"name": "cross_entropy"}, "optimizer": {"name": "adam", "lr": 1e-3},
                       "scheduler": {"name": "none"}}
