@@ -266,9 +266,11 @@ def keep_copy(path: Path, copy: Path) -> None:
     tmp = copy.with_name(f"{temp_name(copy)}link.tmp")
     try:
         try:
-            os.link(path, tmp)
+            os.link(path, tmp)  # the same inode as the fsynced original: nothing more to flush
         except OSError:
             shutil.copyfile(path, tmp)
+            with tmp.open("rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, copy)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
