@@ -17,6 +17,7 @@ from torchguide.config.checks import (
 )
 from torchguide.config.raw import apply_overrides, read_yaml
 from torchguide.config.schema import Config, format_validation
+from torchguide.config.shipped import find_config
 from torchguide.errors import ConfigError
 from torchguide.usercode import import_user_code
 
@@ -29,13 +30,15 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *,
     """Load, override and validate a config; raises ConfigError listing every problem.
 
     Args:
-        path: the YAML file (None when `raw` is given).
+        path: the YAML file (None when `raw` is given); a path that is not on disk may name a
+            shipped config (`image/digits`, `configs/image/digits.yaml`, see `config.shipped`).
         overrides: `key=value` / `~key` strings applied in order; `SECTION=NAME` swaps a whole
             component section (`model=embedding_bag`).
         task: the command's task (`image` or `text`); a config for the other task is refused.
     """
     source = str(path) if path else None
     if raw is None:
+        path = find_config(path)  # a file on disk, else the shipped config of that name (image/digits)
         raw = read_yaml(path)
     for key, section in DEFAULT_COMPONENTS.items():  # so `optimizer.lr=...` works on a config without one
         raw.setdefault(key, dict(section))

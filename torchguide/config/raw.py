@@ -111,7 +111,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"YAML syntax error{where}: {problem}", source=str(path)) from exc
     if raw is None:
-        raise ConfigError("the file is empty: start from a shipped config in configs/", source=str(path))
+        raise ConfigError("the file is empty: start from a shipped config (`guide config list`, "
+                          "`guide config copy image/digits FILE`)", source=str(path))
     if not isinstance(raw, dict):
         raise ConfigError(f"the top level must be a mapping of sections, got {type(raw).__name__}",
                           source=str(path))
