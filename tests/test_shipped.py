@@ -1,7 +1,8 @@
-"""The configs shipped inside the package: found by name when not on disk, and in the wheel."""
+"""The configs shipped inside the package: found by name when not on disk, listed, copied, and in the wheel."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -10,13 +11,17 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from cli.main import app
 from tests.conftest import ROOT
 from torchguide.config import load_config
 from torchguide.config.checks import infer_task
 from torchguide.config.raw import read_yaml
 from torchguide.config.shipped import SHIPPED_DIR, find_config, shipped_names
 from torchguide.errors import ConfigError
+
+runner = CliRunner()
 
 
 def test_the_checkout_links_configs_into_the_package() -> None:
@@ -59,6 +64,47 @@ def test_neither_a_file_nor_a_shipped_config_lists_the_shipped_ones(tmp_path: Pa
     for bad in ("../image/digits", "image/../image/digits", "digits"):
         with pytest.raises(ConfigError, match="no shipped config"):
             find_config(bad)
+
+
+def test_config_list_prints_one_config_a_line_with_task_and_model() -> None:
+    result = runner.invoke(app, ["config", "list"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(shipped_names())
+    assert lines[0].split() == ["image/digits", "image", "simple_cnn"]
+    assert "text/reviews text bilstm" in [" ".join(line.split()) for line in lines]
+    rows = json.loads(runner.invoke(app, ["config", "list", "--json"]).stdout)
+    assert rows[0] == {"name": "image/digits", "task": "image", "model": "simple_cnn",
+                       "path": str(SHIPPED_DIR / "image" / "digits.yaml")}
+
+
+def test_config_copy_writes_a_config_that_runs_as_its_first_line_says(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["config", "copy", "image/digits", "my.yaml"])
+    assert result.exit_code == 0, result.output
+    assert "copied image/digits to my.yaml: edit it, then run guide train-image --config my.yaml" in result.stderr
+    text = (tmp_path / "my.yaml").read_text()
+    shipped = (SHIPPED_DIR / "image" / "digits.yaml").read_text()
+    assert text.splitlines()[0] == "# guide train-image --config my.yaml"
+    assert text.splitlines()[1:] == shipped.splitlines()[1:]
+    assert load_config("my.yaml").name == "digits"
+
+    (tmp_path / "my.yaml").write_text("name: mine\n")
+    refused = runner.invoke(app, ["config", "copy", "image/digits", "my.yaml"])
+    assert refused.exit_code == 2
+    assert refused.stderr.strip() == "error: my.yaml exists: choose another name, or add --force to overwrite it"
+    assert (tmp_path / "my.yaml").read_text() == "name: mine\n"
+    forced = runner.invoke(app, ["config", "copy", "image/digits", "my.yaml", "--force", "--json"])
+    assert forced.exit_code == 0 and json.loads(forced.stdout)["path"] == "my.yaml"
+    assert (tmp_path / "my.yaml").read_text() == text
+
+    (tmp_path / "mine").mkdir()
+    into = runner.invoke(app, ["config", "copy", "configs/text/reviews.yaml", "mine"])
+    assert into.exit_code == 0 and (tmp_path / "mine" / "reviews.yaml").is_file()
+    unknown = runner.invoke(app, ["config", "copy", "image/nope", "x.yaml"])
+    assert unknown.exit_code == 2 and "no shipped config is named 'image/nope'" in unknown.stderr
+    assert not (tmp_path / "x.yaml").exists()
 
 
 def test_the_wheel_holds_the_configs(tmp_path: Path) -> None:
