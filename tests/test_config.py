@@ -60,6 +60,47 @@ def test_bad_overrides(override: str, message: str) -> None:
         apply_overrides({"a": {"b": 1, "c": [1]}}, [override])
 
 
+def test_a_component_given_a_name_is_swapped_whole() -> None:
+    raw = {"name": "bilstm", "model": {"name": "bilstm", "hidden": 128, "dropout": 0.5}, "data": {}}
+    apply_overrides(raw, ["model=embedding_bag", "model.dim=32", "data.collate=pad_to_longest", "name=x"],
+                    ["model", "data.collate"])
+    assert raw == {"name": "x", "model": {"name": "embedding_bag", "dim": 32},
+                   "data": {"collate": {"name": "pad_to_longest"}}}
+
+
+def test_renamed_sections_remember_the_keys_they_kept() -> None:
+    raw = {"model": {"name": "a", "x": 1, "y": 2, "z": 3}, "loss": {"name": "l", "w": 1}}
+    renamed: dict[str, list[str]] = {}
+    apply_overrides(raw, ["model.name=b", "model.y=5", "~model.z", "loss.name=m", "loss=n"],
+                    ["model", "loss"], renamed)
+    assert renamed == {"model": ["x"]}  # y and z were set again; loss was swapped whole afterwards
+
+
+REVIEWS = Path(__file__).parent.parent / "configs/text/reviews.yaml"
+
+
+def test_a_new_name_that_leaves_the_old_arguments_suggests_the_swap() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(REVIEWS, ["model.name=embedding_bag", "model.dimm=3", "scheduler.name=step",
+                              "scheduler.step_size=2"])
+    assert info.value.problems == [
+        "model.name=embedding_bag leaves embed_dim, hidden, head, dropout that embedding_bag does not take: "
+        "use model=embedding_bag to swap the whole section",
+        "model.dimm: not an argument of embedding_bag; did you mean 'dim'? it takes dim",
+        "scheduler.name=step leaves warmup_steps that step does not take: use scheduler=step to swap the "
+        "whole section"]
+
+
+def test_swapped_sections_start_from_the_new_components_defaults() -> None:
+    cfg = load_config(REVIEWS, ["model=embedding_bag", "model.dim=32", "optimizer=sgd", "optimizer.lr=0.1",
+                                "scheduler=cosine", "data.sampler=random", "loss=cross_entropy"])
+    assert (cfg.model.name, cfg.model.kwargs) == ("embedding_bag", {"dim": 32})
+    assert (cfg.optimizer.name, cfg.optimizer.kwargs) == ("sgd", {"lr": 0.1})
+    assert (cfg.scheduler.name, cfg.scheduler.kwargs) == ("cosine", {})
+    assert cfg.data.sampler.name == "random" and cfg.loss.name == "cross_entropy"
+    assert load_config(REVIEWS, ["optimizer.name=adam"]).optimizer.kwargs == {"lr": 1e-3, "weight_decay": 0.1}
+
+
 def test_command_line_values_are_read_as_yaml() -> None:
     assert parse_value("3e-4") == 0.0003 and parse_value("8") == 8 and parse_value("true") is True
     assert parse_value("[1, 2]") == [1, 2] and parse_value("  ") is None

@@ -95,11 +95,13 @@ def section_at(raw: dict[str, Any], path: str) -> Any:
 SECTION_TYPES: dict[str, type[Component]] = {"model": ModelSection, "optimizer": OptimizerSection}
 
 
-def check_components(raw: dict[str, Any], task: str | None = None) -> list[str]:
+def check_components(raw: dict[str, Any], task: str | None = None,
+                     renamed: dict[str, list[str]] | None = None) -> list[str]:
     """Look up every named component of a raw config and check its kwargs against its signature.
 
     Works on the raw mapping, so these problems are reported together with structural ones.
-    `task` is the command's (`image`, `text`), when it has one.
+    `task` is the command's (`image`, `text`), when it has one; `renamed` holds the sections whose
+    `.name` an override changed and the keys they kept (see `apply_overrides`).
     """
     found = [(path, registry, section_at(raw, path), supplied, filled)
              for path, registry, supplied, filled in component_sections()]
@@ -124,8 +126,13 @@ def check_components(raw: dict[str, Any], task: str | None = None) -> list[str]:
         kwargs = {k: v for k, v in section.items() if k not in own}
         if path == "loss":
             supplied = loss_supplied(name)
+        left = left_behind(registry, name, [k for k in (renamed or {}).get(path, []) if k in kwargs])
+        if left:
+            problems.append(f"{path}.name={name} leaves {', '.join(left)} that {registry.entry(name).name} "
+                            f"does not take: use {path}={name} to swap the whole section")
         for p in registry.check_kwargs(name, kwargs, supplied | filled):
-            if not (p.split(":", 1)[0] in filled and "set by guide" in p):
+            key = p.split(":", 1)[0]
+            if not (key in filled and "set by guide" in p) and key not in left:
                 problems.append(f"{path}.{p}")
         check = registry.entry(name).meta.get("check")  # an entry's own check of its values
         problems += [f"{path}.{p}" for p in (check(kwargs) if check else [])]
@@ -135,6 +142,15 @@ def check_components(raw: dict[str, Any], task: str | None = None) -> list[str]:
         problems.append(f"loss.name: {LOSSES.entry(loss).name} does not train a classifier; "
                         "use cross_entropy, nll, bce_with_logits, kl_div, mse, ...")
     return problems + batch_transform_problems(raw, task)
+
+
+def left_behind(registry: Registry, name: str, keys: list[str]) -> list[str]:
+    """The `keys` that component `name` does not take as arguments."""
+    sig = registry.signature(name)
+    if sig is None or any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return []
+    named = {n for n, p in sig.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return [k for k in keys if k not in named]
 
 
 def batch_transform_sections(raw: dict[str, Any]) -> list[Any]:

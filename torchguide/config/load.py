@@ -7,9 +7,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from torchguide.config.checks import DEFAULT_COLLATE, check_components, collate_mismatch, infer_task, task_mismatches
+from torchguide.config.checks import (
+    DEFAULT_COLLATE,
+    check_components,
+    collate_mismatch,
+    component_sections,
+    infer_task,
+    task_mismatches,
+)
 from torchguide.config.raw import apply_overrides, read_yaml
 from torchguide.config.schema import Config, format_validation
+from torchguide.config.shipped import find_config
 from torchguide.errors import ConfigError
 from torchguide.usercode import import_user_code
 
@@ -22,16 +30,20 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *,
     """Load, override and validate a config; raises ConfigError listing every problem.
 
     Args:
-        path: the YAML file (None when `raw` is given).
-        overrides: `key=value` / `~key` strings applied in order.
+        path: the YAML file (None when `raw` is given); a path that is not on disk may name a
+            shipped config (`image/digits`, `configs/image/digits.yaml`, see `config.shipped`).
+        overrides: `key=value` / `~key` strings applied in order; `SECTION=NAME` swaps a whole
+            component section (`model=embedding_bag`).
         task: the command's task (`image` or `text`); a config for the other task is refused.
     """
     source = str(path) if path else None
     if raw is None:
+        path = find_config(path)  # a file on disk, else the shipped config of that name (image/digits)
         raw = read_yaml(path)
     for key, section in DEFAULT_COMPONENTS.items():  # so `optimizer.lr=...` works on a config without one
         raw.setdefault(key, dict(section))
-    raw = apply_overrides(raw, list(overrides))
+    renamed: dict[str, list[str]] = {}
+    raw = apply_overrides(raw, list(overrides), [section for section, *_ in component_sections()], renamed)
     raw.setdefault("name", Path(path).stem if path else "run")
     if isinstance(raw.get("data"), dict) and "collate" not in raw["data"]:
         raw["data"]["collate"] = {"name": DEFAULT_COLLATE.get(infer_task(raw, task), "default")}
@@ -46,7 +58,7 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *,
         if isinstance(imports, list) and all(isinstance(i, str) for i in imports) else ([], [])
     problems += import_problems
     if not import_problems:
-        problems += [p for p in check_components(raw, task) if p not in problems]
+        problems += [p for p in check_components(raw, task, renamed) if p not in problems]
     if task and raw.get("task") not in (None, task):
         problems.append(f"task: this is a {raw['task']} config; run it with `guide train-{raw['task']}`")
     elif task and task_mismatches(raw, task):

@@ -7,6 +7,7 @@ and keys given twice; command-line values are parsed as YAML by the same loader.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"YAML syntax error{where}: {problem}", source=str(path)) from exc
     if raw is None:
-        raise ConfigError("the file is empty: start from a shipped config in configs/", source=str(path))
+        raise ConfigError("the file is empty: start from a shipped config (`guide config list`, "
+                          "`guide config copy image/digits FILE`)", source=str(path))
     if not isinstance(raw, dict):
         raise ConfigError(f"the top level must be a mapping of sections, got {type(raw).__name__}",
                           source=str(path))
@@ -132,10 +134,26 @@ def parse_override(text: str) -> tuple[list[str], Any, bool]:
     return parts, value, delete
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `key=value` and `~key` overrides to a raw config mapping (in place)."""
+def apply_overrides(raw: dict[str, Any], overrides: list[str], components: Collection[str] = (),
+                    renamed: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Apply `key=value` and `~key` overrides to a raw config mapping (in place).
+
+    Args:
+        components: the paths of the `{name: ..., **kwargs}` sections (`model`, `data.collate`, ...).
+            `SECTION=NAME` for one of them swaps the whole section for `{name: NAME}`: that component
+            with its defaults, nothing of the old one kept (like a config group in Hydra); later
+            overrides set its arguments (`model=embedding_bag model.dim=32`).
+        renamed: filled with the sections whose component `SECTION.name=NAME` changed while keeping
+            the old one's arguments: path -> the keys kept, less those later overrides set again.
+            Validation names the ones the new component does not take and suggests the swap.
+    """
     for text in overrides:
         parts, value, delete = parse_override(text)
+        key = ".".join(parts)
+        if key in components and isinstance(value, str):
+            value = {"name": value}
+        if renamed is not None:
+            note_rename(raw, parts, delete, components, renamed)
         node: Any = raw
         for i, part in enumerate(parts[:-1]):
             nxt = child(node, part, text)
@@ -156,6 +174,24 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             else:
                 set_child(node, parts[-1], value, text)
     return raw
+
+
+def note_rename(raw: dict[str, Any], parts: list[str], delete: bool, components: Collection[str],
+                renamed: dict[str, list[str]]) -> None:
+    """Keep `renamed` up to date before the override `parts` is applied (see apply_overrides)."""
+    key = ".".join(parts)
+    for path in list(renamed):
+        if path == key or path.startswith(key + "."):  # the section (or one above it) is replaced
+            del renamed[path]
+        elif key.startswith(path + ".") and len(parts) == path.count(".") + 2:  # one of its keys set again
+            renamed[path] = [k for k in renamed[path] if k != parts[-1]]
+    section = parts[:-1]
+    if not delete and parts[-1] == "name" and ".".join(section) in components:
+        node: Any = raw
+        for part in section:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and len(node) > 1:
+            renamed[".".join(section)] = [k for k in node if k != "name"]
 
 
 def child(node: Any, part: str, text: str) -> Any:
