@@ -31,6 +31,7 @@ from torchguide.data.loaders import Data
 from torchguide.data.samplers import EpochBatchSampler
 from torchguide.device import accumulator_dtype, autocast, inference, unwrap
 from torchguide.distributed import SINGLE, Dist, all_sum
+from torchguide.ema import ModelEma, best_as_ema, better_weights, ema_note
 from torchguide.errors import RunFailed
 from torchguide.files import make_folder, write_text_atomic
 from torchguide.interrupt import Interrupted, StopRequest
@@ -60,6 +61,13 @@ class Run:
     state: TrainState = field(default_factory=TrainState)
     notes: list[str] = field(default_factory=list)  # what was chosen and why, for the run's header
     train_flops: float = 0.0  # training FLOPs per image (per token for text), counted in preflight
+    ema: ModelEma | None = None  # the moving average of the weights, with train.ema
+
+    def __post_init__(self) -> None:
+        """The EMA of the weights, with train.ema."""
+        if self.config.train.ema is not None and self.ema is None:
+            self.ema = ModelEma(unwrap(self.model), self.config.train.ema)
+            self.notes.append(ema_note(self.config.train, len(self.train_loader)))
 
 
 class Step(NamedTuple):
@@ -196,10 +204,12 @@ def train_one_epoch(run: Run, progress: TrainProgress, watch: Watch, saver: Save
 
 
 def after_step(run: Run, meter: Meter, watch: Watch, saver: Saver) -> None:
-    """Per-step bookkeeping: count the step, step a per-step scheduler, log every `log_every` steps,
-    and save a checkpoint every `checkpoint_every` steps."""
+    """Per-step bookkeeping: count the step, move the EMA, step a per-step scheduler, log every
+    `log_every` steps, and save a checkpoint every `checkpoint_every` steps."""
     cfg, state = run.config.train, run.state
     state.step += 1
+    if run.ema is not None:
+        run.ema.update(unwrap(run.model), state.step)
     if run.scheduler is not None and scheduler_interval(run.config.scheduler.name) == "step":
         run.scheduler.step()
     if state.step % cfg.log_every == 0:
@@ -238,7 +248,8 @@ def save(run: Run, watch: Watch, saver: Saver, best: bool = False) -> Path:
     if bool(all_sum(watch.nonfinite.to(torch.float32)) > 0):  # a collective: one sync per checkpoint
         raise diverged(run, saver, f"epoch {run.state.epoch + 1} (found before saving a checkpoint)")
     payload = checkpoint_payload(run)  # a collective: gathers every rank's random state and meter
-    return saver.save(payload, run.state.step, best=best)
+    as_best = best_as_ema if best and run.state.best_weights == "ema" else None  # best.pt: the EMA scored best
+    return saver.save(payload, run.state.step, best=best, best_as=as_best)
 
 
 def evaluate(model: nn.Module, loader: Any, loss_fn: nn.Module, device: torch.device, precision: str,
@@ -281,17 +292,18 @@ def evaluate(model: nn.Module, loader: Any, loss_fn: nn.Module, device: torch.de
 
 
 def run_epoch(run: Run, progress: TrainProgress, watch: Watch, saver: Saver) -> dict[str, Any]:
-    """Train one epoch, validate, step a per-epoch scheduler; returns the epoch's metrics row."""
+    """Train one epoch, validate (the EMA too), step a per-epoch scheduler; returns the epoch's metrics row."""
     state = run.state
     epoch_started = time.perf_counter()
     train = train_one_epoch(run, progress, watch, saver)
     row = {"kind": "epoch", "epoch": state.epoch + 1, "step": state.step, **train,
            "valid_loss": None, "valid_acc": None, "lr": run.optimizer.param_groups[0]["lr"]}
     if run.valid_loader is not None:
-        valid = evaluate(unwrap(run.model), run.valid_loader, run.loss_fn, run.device, run.precision,
-                         run.output_kind, run.data.classes, reduce=run.dist.enabled,
-                         stop=None if run.dist.enabled else watch.stop)  # ranks stop together, at a step
+        valid = validate(run, unwrap(run.model), watch)
         row.update(valid_loss=valid["loss"], valid_acc=valid["accuracy"])
+        if run.ema is not None:
+            ema = validate(run, run.ema.module, watch)
+            row.update(ema_valid_loss=ema["loss"], ema_valid_acc=ema["accuracy"])
     row["time_s"] = time.perf_counter() - epoch_started
     if run.scheduler is not None and scheduler_interval(run.config.scheduler.name) == "epoch":
         if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -299,6 +311,12 @@ def run_epoch(run: Run, progress: TrainProgress, watch: Watch, saver: Saver) -> 
         else:
             run.scheduler.step()
     return row
+
+
+def validate(run: Run, model: nn.Module, watch: Watch) -> dict[str, Any]:
+    """`evaluate` on the validation data; under DDP over every rank's shard, and the ranks stop together, at a step."""
+    return evaluate(model, run.valid_loader, run.loss_fn, run.device, run.precision, run.output_kind,
+                    run.data.classes, reduce=run.dist.enabled, stop=None if run.dist.enabled else watch.stop)
 
 
 def monitor_value(config: Config, row: dict[str, Any]) -> tuple[float | None, bool]:
@@ -310,13 +328,14 @@ def monitor_value(config: Config, row: dict[str, Any]) -> tuple[float | None, bo
 
 
 def end_of_epoch(config: Config, state: TrainState, row: dict[str, Any]) -> bool:
-    """Track the best epoch; returns True when early stopping says stop."""
+    """Track the best epoch (of the raw or the EMA weights); returns True when early stopping says stop."""
     early = config.train.early_stopping
     value, larger = monitor_value(config, row)
+    value, weights = better_weights(row, config.train.monitor, value, larger)
     min_delta = early.min_delta if early else 0.0
     better = state.best is None or (value > state.best + min_delta if larger else value < state.best - min_delta)
     if better:
-        state.best, state.best_epoch, state.bad_epochs = value, row["epoch"], 0
+        state.best, state.best_epoch, state.best_weights, state.bad_epochs = value, row["epoch"], weights, 0
     else:
         state.bad_epochs += 1
     return bool(early and state.bad_epochs >= early.patience)

@@ -120,12 +120,16 @@ def fmt(value: Any, pattern: str) -> str:
 
 
 def epoch_table(row: dict[str, Any], header: bool) -> Table:
-    """One epoch as a table row; fixed widths so rows printed one by one line up."""
+    """One epoch as a table row, and under it, with train.ema, a row `ema` with the EMA's validation
+    loss and accuracy; fixed widths so rows printed one by one line up."""
     table = Table(show_header=header, box=None, padding=(0, 1), pad_edge=False)
     cols = [c for c in EPOCH_COLUMNS if c[0] in row and (c[0] != "padding" or row[c[0]] is not None)]
     for _, title, _, width in cols:
         table.add_column(title, justify="right", width=width, no_wrap=True)
     table.add_row(*(fmt(row[key], pattern) for key, _, pattern, _ in cols))
+    if row.get("ema_valid_loss") is not None:
+        table.add_row(*("ema" if key == "epoch" else fmt(row[f"ema_{key}"], pattern) if key.startswith("valid_")
+                        else "" for key, _, pattern, _ in cols), style="dim")
     return table
 
 
@@ -195,8 +199,10 @@ def run_summary(run: Run, seconds: float, stopped_early: bool, unit: str) -> dic
         "device": str(run.device), "precision": run.precision,
         "best_epoch": run.state.best_epoch, "best": run.state.best, "monitor": run.config.train.monitor,
         "stopped_early": stopped_early,
-        "final": {k: last.get(k) for k in ("train_loss", "train_acc", "valid_loss", "valid_acc")},
+        "final": {k: last.get(k) for k in ("train_loss", "train_acc", "valid_loss", "valid_acc")
+                  + (("ema_valid_loss", "ema_valid_acc") if run.ema is not None else ())},
         "samples_per_s": last.get("samples_per_s"), "unit": unit,
+        **({"best_weights": run.state.best_weights} if run.ema is not None else {}),
     }
 
 
