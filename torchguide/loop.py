@@ -35,9 +35,10 @@ from torchguide.ema import ModelEma, best_as_ema, better_weights, ema_note
 from torchguide.errors import RunFailed
 from torchguide.files import make_folder, write_text_atomic
 from torchguide.interrupt import Interrupted, StopRequest
+from torchguide.loggers import RunLog, require_tensorboard
 from torchguide.metrics import Meter, confusion, predicted, scores, to_probs
 from torchguide.optim import scheduler_interval
-from torchguide.report import MetricsWriter, TrainProgress, run_summary, write_json
+from torchguide.report import TrainProgress, run_summary, write_json
 
 
 @dataclass
@@ -64,7 +65,8 @@ class Run:
     ema: ModelEma | None = None  # the moving average of the weights, with train.ema
 
     def __post_init__(self) -> None:
-        """The EMA of the weights, with train.ema."""
+        """The EMA of the weights (train.ema); the loggers asked for must start: checked before any folder is made."""
+        require_tensorboard(self.config)
         if self.config.train.ema is not None and self.ema is None:
             self.ema = ModelEma(unwrap(self.model), self.config.train.ema)
             self.notes.append(ema_note(self.config.train, len(self.train_loader)))
@@ -158,7 +160,7 @@ def reads_every_loss(on_nan: str, device: torch.device) -> bool:
     return on_nan == "skip" or device.type == "cpu"
 
 
-def train_one_epoch(run: Run, progress: TrainProgress, watch: Watch, saver: Saver) -> dict[str, float]:
+def train_one_epoch(run: Run, progress: TrainProgress, watch: Watch, saver: Saver, log: RunLog) -> dict[str, float]:
     """One pass over the training data (from where a resumed epoch stopped); returns its train metrics."""
     cfg, state = run.config.train, run.state
     sampler: EpochBatchSampler = run.train_loader.batch_sampler
@@ -184,7 +186,7 @@ def train_one_epoch(run: Run, progress: TrainProgress, watch: Watch, saver: Save
         seen += batch.labels.shape[0]
         tokens += int(lengths.sum()) if lengths is not None else 0
         if result.stepped:
-            after_step(run, meter, watch, saver)
+            after_step(run, meter, watch, saver, log)
         if stepping and watch.should_stop():
             state.meter = meter.state()
             raise Interrupted(watch.stop.requested or "a signal to another rank")
@@ -203,7 +205,7 @@ def train_one_epoch(run: Run, progress: TrainProgress, watch: Watch, saver: Save
             "samples_per_s": seen / elapsed, "tokens_per_s": tokens / elapsed if tokens else None}
 
 
-def after_step(run: Run, meter: Meter, watch: Watch, saver: Saver) -> None:
+def after_step(run: Run, meter: Meter, watch: Watch, saver: Saver, log: RunLog) -> None:
     """Per-step bookkeeping: count the step, move the EMA, step a per-step scheduler, log every
     `log_every` steps, and save a checkpoint every `checkpoint_every` steps."""
     cfg, state = run.config.train, run.state
@@ -213,8 +215,8 @@ def after_step(run: Run, meter: Meter, watch: Watch, saver: Saver) -> None:
     if run.scheduler is not None and scheduler_interval(run.config.scheduler.name) == "step":
         run.scheduler.step()
     if state.step % cfg.log_every == 0:
-        state.history.append({"kind": "step", "epoch": state.epoch + 1, "step": state.step,
-                              "train_loss": meter.values()["loss"], "lr": run.optimizer.param_groups[0]["lr"]})
+        log.add({"kind": "step", "epoch": state.epoch + 1, "step": state.step,
+                 "train_loss": meter.values()["loss"], "lr": run.optimizer.param_groups[0]["lr"]})
     every = cfg.checkpoint_every
     if run.run_dir and every != "epoch" and every.steps and state.step % every.steps == 0:
         state.meter = meter.state()
@@ -291,11 +293,11 @@ def evaluate(model: nn.Module, loader: Any, loss_fn: nn.Module, device: torch.de
     return result
 
 
-def run_epoch(run: Run, progress: TrainProgress, watch: Watch, saver: Saver) -> dict[str, Any]:
+def run_epoch(run: Run, progress: TrainProgress, watch: Watch, saver: Saver, log: RunLog) -> dict[str, Any]:
     """Train one epoch, validate (the EMA too), step a per-epoch scheduler; returns the epoch's metrics row."""
     state = run.state
     epoch_started = time.perf_counter()
-    train = train_one_epoch(run, progress, watch, saver)
+    train = train_one_epoch(run, progress, watch, saver, log)
     row = {"kind": "epoch", "epoch": state.epoch + 1, "step": state.step, **train,
            "valid_loss": None, "valid_acc": None, "lr": run.optimizer.param_groups[0]["lr"]}
     if run.valid_loader is not None:
@@ -352,26 +354,25 @@ def fit(run: Run, console: Console, quiet: bool = False) -> dict[str, Any]:
     """
     cfg, state = run.config.train, run.state
     saves = run.run_dir is not None  # every rank takes part in a checkpoint; rank 0 writes the files
-    writer = MetricsWriter(run.run_dir) if saves and run.dist.is_main else None
-    if writer:
+    log = RunLog(run)
+    if log.files:
         make_folder(run.run_dir / "checkpoints")
         write_text_atomic(run.run_dir / "config.yaml", to_yaml(run.config))
-        writer.rewrite(state.history)
+        log.write()
     saver = Saver(run.run_dir / "checkpoints" if saves else None, cfg.keep_last, writes=run.dist.is_main)
     quiet = quiet or not run.dist.is_main
     started, stopped_early = time.perf_counter(), False
-    with StopRequest(notify=console.print if run.dist.is_main else None) as stop, \
+    with contextlib.closing(log), StopRequest(notify=console.print if run.dist.is_main else None) as stop, \
             TrainProgress(console, cfg.epochs, unit=unit_of(run), quiet=quiet) as progress:
         watch = Watch(run, stop)
         try:
             while state.epoch < cfg.epochs:
-                row = run_epoch(run, progress, watch, saver)
+                row = run_epoch(run, progress, watch, saver, log)
                 stop_now = end_of_epoch(run.config, state, row)
-                state.history.append(row)
+                log.add(row)
                 state.epoch, state.batch, state.meter = state.epoch + 1, 0, {}
                 if saves:
-                    if writer:
-                        writer.rewrite(state.history)
+                    log.write()
                     save(run, watch, saver, best=state.best_epoch == row["epoch"])
                 progress.end_epoch(row)
                 if stop_now:
@@ -381,15 +382,14 @@ def fit(run: Run, console: Console, quiet: bool = False) -> dict[str, Any]:
                     break
         except Interrupted as exc:
             if saves:
-                if writer:
-                    writer.rewrite(state.history)
+                log.write()
                 exc.checkpoint = save(run, watch, saver)
                 saver.wait()
             raise
         finally:
             saver.wait()  # every checkpoint on disk before fit returns or fails
     summary = run_summary(run, time.perf_counter() - started, stopped_early, unit_of(run))
-    if writer:
+    if log.files:
         write_json(run.run_dir / "summary.json", summary)
     return summary
 

@@ -249,9 +249,11 @@ class Train(LateKeys):
         return device
 
 
-class Output(BaseModel):
+class Output(LateKeys):
     model_config = Strict
+    late = ("tensorboard",)
     dir: str = "runs"
+    tensorboard: bool = False  # TensorBoard event files in runs/NAME/tensorboard/
 
     @field_validator("dir")
     @classmethod
