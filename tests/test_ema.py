@@ -17,6 +17,7 @@ from torchguide.build import build_from_checkpoint, build_run
 from torchguide.checkpoint import load_checkpoint, restore
 from torchguide.config.schema import Ema
 from torchguide.ema import ModelEma, better_weights
+from torchguide.errors import ConfigError
 from torchguide.loop import fit
 
 TINY = ("model.name=simple_cnn", "model.width=8", "data.loader.batch_size=256")  # BatchNorm buffers; 6 steps an epoch
@@ -64,6 +65,8 @@ def test_config_switch() -> None:
     assert make(Path("d"), Path("o"), "train.ema=true").train.ema == Ema()
     assert make(Path("d"), Path("o"), "train.ema.decay=0.9").train.ema == Ema(decay=0.9)
     assert "ema" not in make(Path("d"), Path("o")).model_dump()["train"]  # old checkpoints' configs compare equal
+    with pytest.raises(ConfigError, match=r"train.ema: give true, or the settings: \{decay: 0.999"):
+        make(Path("d"), Path("o"), "train.ema=[0.9]")
 
 
 def test_best_pt_holds_the_ema_when_it_scores_better(digits_dir: Path, tmp_path: Path,

@@ -231,7 +231,11 @@ class Train(LateKeys):
     @classmethod
     def ema_switch(cls, ema: Any) -> Any:
         """`train.ema: true` means the default EMA, `false` none."""
-        return ({} if ema else None) if isinstance(ema, bool) else ema
+        if isinstance(ema, bool):
+            return {} if ema else None
+        if ema is not None and not isinstance(ema, dict | Ema):
+            raise ValueError("give true, or the settings: {decay: 0.999, warmup: false}")
+        return ema
 
     @field_validator("threads")
     @classmethod
