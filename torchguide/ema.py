@@ -59,7 +59,7 @@ class ModelEma:
 def ema_note(train: Train, batches: int) -> str:
     """What the run's header says about its EMA (`train.ema`, `batches` an epoch): how long it averages
     over, and a hint when that is most of the run, so the average would still lean on the first weights."""
-    ema, steps = train.ema, math.ceil(batches / train.accumulate)
+    ema, steps = train.ema, max(math.ceil(batches / train.accumulate), 1)
     span = 1 / (1 - ema.decay)  # the average's time constant, in steps
     note = f"ema: decay {ema.decay:g}, an average over about {span:,.0f} steps ({span / steps:.1f} epochs)"
     if ema.warmup:
