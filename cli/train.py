@@ -70,6 +70,8 @@ def eval_cmd(
     predictions: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--predictions", help="Write one row per sample to this CSV.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1)] = None,  # noqa: UP045
+    plot: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--plot", help="Draw the confusion matrix to this PNG file.")] = None,
     imports: ImportOpt = None, as_json: JsonOpt = False, debug: DebugOpt = False, *, console: Console,
 ) -> None:
     """Loss, accuracy, per-class scores and the confusion matrix of a checkpoint on data."""
@@ -77,11 +79,13 @@ def eval_cmd(
     from torchguide.runner import evaluate_checkpoint
 
     result = evaluate_checkpoint(checkpoint, data=data, split=split, predictions=predictions,
-                                 batch_size=batch_size, imports=imports or [])
+                                 batch_size=batch_size, imports=imports or [], plot=plot)
     if as_json:
         emit_json({k: v for k, v in result.items() if k not in ("probs", "indices")})
     else:
         show_eval(result, console)
+        if result.get("plot"):
+            console.print(f"confusion matrix drawn to {result['plot']}")
 
 
 @guarded_command

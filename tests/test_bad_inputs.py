@@ -547,7 +547,8 @@ KEYS = ["name", "seed", "task", "data", "data.train", "data.train.name", "data.t
         "optimizer.name", "optimizer.lr", "optimizer.betas", "scheduler.name", "scheduler.T_max", "train",
         "train.epochs", "train.max_steps", "train.precision", "train.device", "train.strategy",
         "train.checkpoint_every", "train.checkpoint_every.steps", "train.early_stopping",
-        "train.early_stopping.patience", "train.threads", "train.accumulate", "train.grad_clip", "output.dir",
+        "train.early_stopping.patience", "train.threads", "train.accumulate", "train.grad_clip", "train.ema",
+        "train.ema.decay", "train.ema.warmup", "output.dir", "output.tensorboard",
         "nonsense", "model.name.deeper", "data.transforms.train.7", "data.batch_transforms",
         "data.batch_transforms.0", "data.batch_transforms.0.name", "data.batch_transforms.0.p"]
 NAMES = ["simple_cnn", "bilstm", "resnet18", "adam", "sgd", "one_cycle", "cross_entropy", "image_folder",

@@ -29,9 +29,12 @@ from torchguide.device import (
     prepare_device,
     seed_everything,
     set_threads,
+    unwrap,
 )
 from torchguide.distributed import SINGLE, Dist
+from torchguide.ema import ModelEma, ema_note
 from torchguide.errors import CheckpointError, ConfigError
+from torchguide.loggers import require_tensorboard
 from torchguide.loop import Run
 from torchguide.losses import build_loss, loss_meta
 from torchguide.optim import build_scheduler, groups_note, make_optimizer
@@ -130,6 +133,7 @@ def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
     Under DDP (`dist` from `distributed.setup`, with this rank's `device`) every rank
     builds the same run on its shard of the data, with the model wrapped in DDP.
     """
+    require_tensorboard(config)  # the loggers asked for can start: checked before any work
     if device is None:
         device, device_why = pick_device(config.train.device)
     else:
@@ -162,9 +166,12 @@ def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
     if strategy:
         notes.append(strategy)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    ema = ModelEma(unwrap(model), config.train.ema) if config.train.ema is not None else None
+    if ema is not None:
+        notes.append(ema_note(config.train, len(train_loader)))
     return Run(config, data, model, loss_fn, optimizer, scheduler, scaler, device, precision, train_loader,
                valid_loader, loss_meta(config.loss.name)[0], dist=dist, run_dir=run_dir, notes=notes,
-               train_flops=train_flops)
+               train_flops=train_flops, ema=ema)
 
 
 def wrap_model(model: nn.Module, config: Config, dist: Dist, device: torch.device,

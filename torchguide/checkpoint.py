@@ -43,6 +43,7 @@ class TrainState:
     step: int = 0  # optimizer steps so far
     best: float | None = None
     best_epoch: int = -1
+    best_weights: str = "raw"  # whose weights scored best: "raw", or "ema" (train.ema), which best.pt then holds
     bad_epochs: int = 0  # epochs without improvement, for early stopping
     history: list[dict[str, Any]] = field(default_factory=list)
     meter: dict[str, Any] = field(default_factory=dict)  # the epoch's sums so far
@@ -63,6 +64,7 @@ def checkpoint_payload(run: Run) -> dict[str, Any]:
         "facts": {"vocab_size": data.vocab_size, "in_channels": data.in_channels,
                   "in_features": data.in_features, "input_shape": data.input_shape},
         "model": unwrap(run.model).state_dict(),
+        **({"ema": run.ema.state_dict()} if run.ema is not None else {}),
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
         "scaler": run.scaler.state_dict(),
@@ -222,13 +224,15 @@ def copy_to_cpu(obj: Any) -> Any:
 class Saver:
     """A run's checkpoints/ folder: last.pt after every save, best.pt beside it for the best epoch, and
     with `train.keep_last: K` the last K step-N.pt. Files are written on a background thread from a
-    snapshot, so the loop trains on; only rank 0 `writes`."""
+    snapshot, so the loop trains on; only rank 0 `writes`. best.pt is a second name for last.pt, or,
+    with `best_as`, a file of its own holding `best_as(payload)`."""
 
     def __init__(self, folder: Path | None, keep_last: int | None, writes: bool = True) -> None:
         self.folder, self.keep_last, self.writes = folder, keep_last, writes
         self.writer = BackgroundWriter()
 
-    def save(self, payload: dict[str, Any], step: int, best: bool = False) -> Path:
+    def save(self, payload: dict[str, Any], step: int, best: bool = False,
+             best_as: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Path:
         path = self.folder / "last.pt"
         if not self.writes:
             return path
@@ -236,7 +240,9 @@ class Saver:
 
         def write() -> None:
             save_checkpoint(path, payload)
-            if best:
+            if best and best_as is not None:  # a tensor held under two keys is stored once
+                save_checkpoint(path.with_name("best.pt"), best_as(payload))
+            elif best:
                 keep_copy(path, path.with_name("best.pt"))
             if keep:
                 keep_copy(path, path.with_name(f"step-{step:08d}.pt"))
@@ -296,8 +302,10 @@ def restore(run: Run, payload: dict[str, Any]) -> list[str]:
     check_payload(payload, "the checkpoint to resume", RESUME_REQUIRED)
     changes = config_changes(payload, run)
     try:
-        unwrap(run.model).load_state_dict(payload["model"])
+        unwrap(run.model).load_state_dict(payload.get("raw_model", payload["model"]))  # best.pt may hold the EMA
         run.optimizer.load_state_dict(payload["optimizer"])
+        if run.ema is not None:  # an EMA turned on at resume starts from the weights trained so far
+            run.ema.load_state_dict(payload.get("ema") or unwrap(run.model).state_dict())
     except (RuntimeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"cannot resume: the checkpoint does not fit this model ({exc})") from exc
     if run.scheduler is not None and payload.get("scheduler") is not None:

@@ -31,12 +31,14 @@ from torchguide.data.loaders import Data
 from torchguide.data.samplers import EpochBatchSampler
 from torchguide.device import accumulator_dtype, autocast, inference, unwrap
 from torchguide.distributed import SINGLE, Dist, all_sum
+from torchguide.ema import ModelEma, best_as_ema, better_weights
 from torchguide.errors import RunFailed
 from torchguide.files import make_folder, write_text_atomic
 from torchguide.interrupt import Interrupted, StopRequest
+from torchguide.loggers import RunLog
 from torchguide.metrics import Meter, confusion, predicted, scores, to_probs
 from torchguide.optim import scheduler_interval
-from torchguide.report import MetricsWriter, TrainProgress, run_summary, write_json
+from torchguide.report import TrainProgress, run_summary, write_json
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Run:
     state: TrainState = field(default_factory=TrainState)
     notes: list[str] = field(default_factory=list)  # what was chosen and why, for the run's header
     train_flops: float = 0.0  # training FLOPs per image (per token for text), counted in preflight
+    ema: ModelEma | None = None  # the moving average of the weights, with train.ema
 
 
 class Step(NamedTuple):
@@ -150,7 +153,7 @@ def reads_every_loss(on_nan: str, device: torch.device) -> bool:
     return on_nan == "skip" or device.type == "cpu"
 
 
-def train_one_epoch(run: Run, progress: TrainProgress, watch: Watch, saver: Saver) -> dict[str, float]:
+def train_one_epoch(run: Run, progress: TrainProgress, watch: Watch, saver: Saver, log: RunLog) -> dict[str, float]:
     """One pass over the training data (from where a resumed epoch stopped); returns its train metrics."""
     cfg, state = run.config.train, run.state
     sampler: EpochBatchSampler = run.train_loader.batch_sampler
@@ -176,7 +179,7 @@ def train_one_epoch(run: Run, progress: TrainProgress, watch: Watch, saver: Save
         seen += batch.labels.shape[0]
         tokens += int(lengths.sum()) if lengths is not None else 0
         if result.stepped:
-            after_step(run, meter, watch, saver)
+            after_step(run, meter, watch, saver, log)
         if stepping and watch.should_stop():
             state.meter = meter.state()
             raise Interrupted(watch.stop.requested or "a signal to another rank")
@@ -195,16 +198,18 @@ def train_one_epoch(run: Run, progress: TrainProgress, watch: Watch, saver: Save
             "samples_per_s": seen / elapsed, "tokens_per_s": tokens / elapsed if tokens else None}
 
 
-def after_step(run: Run, meter: Meter, watch: Watch, saver: Saver) -> None:
-    """Per-step bookkeeping: count the step, step a per-step scheduler, log every `log_every` steps,
-    and save a checkpoint every `checkpoint_every` steps."""
+def after_step(run: Run, meter: Meter, watch: Watch, saver: Saver, log: RunLog) -> None:
+    """Per-step bookkeeping: count the step, move the EMA, step a per-step scheduler, log every
+    `log_every` steps, and save a checkpoint every `checkpoint_every` steps."""
     cfg, state = run.config.train, run.state
     state.step += 1
+    if run.ema is not None:
+        run.ema.update(unwrap(run.model), state.step)
     if run.scheduler is not None and scheduler_interval(run.config.scheduler.name) == "step":
         run.scheduler.step()
     if state.step % cfg.log_every == 0:
-        state.history.append({"kind": "step", "epoch": state.epoch + 1, "step": state.step,
-                              "train_loss": meter.values()["loss"], "lr": run.optimizer.param_groups[0]["lr"]})
+        log.add({"kind": "step", "epoch": state.epoch + 1, "step": state.step,
+                 "train_loss": meter.values()["loss"], "lr": run.optimizer.param_groups[0]["lr"]})
     every = cfg.checkpoint_every
     if run.run_dir and every != "epoch" and every.steps and state.step % every.steps == 0:
         state.meter = meter.state()
@@ -238,7 +243,8 @@ def save(run: Run, watch: Watch, saver: Saver, best: bool = False) -> Path:
     if bool(all_sum(watch.nonfinite.to(torch.float32)) > 0):  # a collective: one sync per checkpoint
         raise diverged(run, saver, f"epoch {run.state.epoch + 1} (found before saving a checkpoint)")
     payload = checkpoint_payload(run)  # a collective: gathers every rank's random state and meter
-    return saver.save(payload, run.state.step, best=best)
+    as_best = best_as_ema if best and run.state.best_weights == "ema" else None  # best.pt: the EMA scored best
+    return saver.save(payload, run.state.step, best=best, best_as=as_best)
 
 
 def evaluate(model: nn.Module, loader: Any, loss_fn: nn.Module, device: torch.device, precision: str,
@@ -280,18 +286,19 @@ def evaluate(model: nn.Module, loader: Any, loss_fn: nn.Module, device: torch.de
     return result
 
 
-def run_epoch(run: Run, progress: TrainProgress, watch: Watch, saver: Saver) -> dict[str, Any]:
-    """Train one epoch, validate, step a per-epoch scheduler; returns the epoch's metrics row."""
+def run_epoch(run: Run, progress: TrainProgress, watch: Watch, saver: Saver, log: RunLog) -> dict[str, Any]:
+    """Train one epoch, validate (the EMA too), step a per-epoch scheduler; returns the epoch's metrics row."""
     state = run.state
     epoch_started = time.perf_counter()
-    train = train_one_epoch(run, progress, watch, saver)
+    train = train_one_epoch(run, progress, watch, saver, log)
     row = {"kind": "epoch", "epoch": state.epoch + 1, "step": state.step, **train,
            "valid_loss": None, "valid_acc": None, "lr": run.optimizer.param_groups[0]["lr"]}
     if run.valid_loader is not None:
-        valid = evaluate(unwrap(run.model), run.valid_loader, run.loss_fn, run.device, run.precision,
-                         run.output_kind, run.data.classes, reduce=run.dist.enabled,
-                         stop=None if run.dist.enabled else watch.stop)  # ranks stop together, at a step
+        valid = validate(run, unwrap(run.model), watch)
         row.update(valid_loss=valid["loss"], valid_acc=valid["accuracy"])
+        if run.ema is not None:
+            ema = validate(run, run.ema.module, watch)
+            row.update(ema_valid_loss=ema["loss"], ema_valid_acc=ema["accuracy"])
     row["time_s"] = time.perf_counter() - epoch_started
     if run.scheduler is not None and scheduler_interval(run.config.scheduler.name) == "epoch":
         if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -299,6 +306,12 @@ def run_epoch(run: Run, progress: TrainProgress, watch: Watch, saver: Saver) -> 
         else:
             run.scheduler.step()
     return row
+
+
+def validate(run: Run, model: nn.Module, watch: Watch) -> dict[str, Any]:
+    """`evaluate` on the validation data; under DDP over every rank's shard, and the ranks stop together, at a step."""
+    return evaluate(model, run.valid_loader, run.loss_fn, run.device, run.precision, run.output_kind,
+                    run.data.classes, reduce=run.dist.enabled, stop=None if run.dist.enabled else watch.stop)
 
 
 def monitor_value(config: Config, row: dict[str, Any]) -> tuple[float | None, bool]:
@@ -310,13 +323,14 @@ def monitor_value(config: Config, row: dict[str, Any]) -> tuple[float | None, bo
 
 
 def end_of_epoch(config: Config, state: TrainState, row: dict[str, Any]) -> bool:
-    """Track the best epoch; returns True when early stopping says stop."""
+    """Track the best epoch (of the raw or the EMA weights); returns True when early stopping says stop."""
     early = config.train.early_stopping
     value, larger = monitor_value(config, row)
+    value, weights = better_weights(row, config.train.monitor, value, larger)
     min_delta = early.min_delta if early else 0.0
     better = state.best is None or (value > state.best + min_delta if larger else value < state.best - min_delta)
     if better:
-        state.best, state.best_epoch, state.bad_epochs = value, row["epoch"], 0
+        state.best, state.best_epoch, state.best_weights, state.bad_epochs = value, row["epoch"], weights, 0
     else:
         state.bad_epochs += 1
     return bool(early and state.bad_epochs >= early.patience)
@@ -333,26 +347,25 @@ def fit(run: Run, console: Console, quiet: bool = False) -> dict[str, Any]:
     """
     cfg, state = run.config.train, run.state
     saves = run.run_dir is not None  # every rank takes part in a checkpoint; rank 0 writes the files
-    writer = MetricsWriter(run.run_dir) if saves and run.dist.is_main else None
-    if writer:
+    log = RunLog(run)
+    if log.files:
         make_folder(run.run_dir / "checkpoints")
         write_text_atomic(run.run_dir / "config.yaml", to_yaml(run.config))
-        writer.rewrite(state.history)
+        log.write()
     saver = Saver(run.run_dir / "checkpoints" if saves else None, cfg.keep_last, writes=run.dist.is_main)
     quiet = quiet or not run.dist.is_main
     started, stopped_early = time.perf_counter(), False
-    with StopRequest(notify=console.print if run.dist.is_main else None) as stop, \
+    with contextlib.closing(log), StopRequest(notify=console.print if run.dist.is_main else None) as stop, \
             TrainProgress(console, cfg.epochs, unit=unit_of(run), quiet=quiet) as progress:
         watch = Watch(run, stop)
         try:
             while state.epoch < cfg.epochs:
-                row = run_epoch(run, progress, watch, saver)
+                row = run_epoch(run, progress, watch, saver, log)
                 stop_now = end_of_epoch(run.config, state, row)
-                state.history.append(row)
+                log.add(row)
                 state.epoch, state.batch, state.meter = state.epoch + 1, 0, {}
                 if saves:
-                    if writer:
-                        writer.rewrite(state.history)
+                    log.write()
                     save(run, watch, saver, best=state.best_epoch == row["epoch"])
                 progress.end_epoch(row)
                 if stop_now:
@@ -362,15 +375,14 @@ def fit(run: Run, console: Console, quiet: bool = False) -> dict[str, Any]:
                     break
         except Interrupted as exc:
             if saves:
-                if writer:
-                    writer.rewrite(state.history)
+                log.write()
                 exc.checkpoint = save(run, watch, saver)
                 saver.wait()
             raise
         finally:
             saver.wait()  # every checkpoint on disk before fit returns or fails
     summary = run_summary(run, time.perf_counter() - started, stopped_early, unit_of(run))
-    if writer:
+    if log.files:
         write_json(run.run_dir / "summary.json", summary)
     return summary
 

@@ -27,7 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from torchguide.device import matmul_peak, utilisation
-from torchguide.files import write_atomic, write_text_atomic
+from torchguide.files import make_folder, write_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     from torchguide.loop import Run
@@ -120,12 +120,16 @@ def fmt(value: Any, pattern: str) -> str:
 
 
 def epoch_table(row: dict[str, Any], header: bool) -> Table:
-    """One epoch as a table row; fixed widths so rows printed one by one line up."""
+    """One epoch as a table row, and under it, with train.ema, a row `ema` with the EMA's validation
+    loss and accuracy; fixed widths so rows printed one by one line up."""
     table = Table(show_header=header, box=None, padding=(0, 1), pad_edge=False)
     cols = [c for c in EPOCH_COLUMNS if c[0] in row and (c[0] != "padding" or row[c[0]] is not None)]
     for _, title, _, width in cols:
         table.add_column(title, justify="right", width=width, no_wrap=True)
     table.add_row(*(fmt(row[key], pattern) for key, _, pattern, _ in cols))
+    if row.get("ema_valid_loss") is not None:
+        table.add_row(*("ema" if key == "epoch" else fmt(row[f"ema_{key}"], pattern) if key.startswith("valid_")
+                        else "" for key, _, pattern, _ in cols), style="dim")
     return table
 
 
@@ -151,34 +155,104 @@ class MetricsWriter:
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
-    """Loss and accuracy per epoch (train and valid) as a PNG; None when there is no epoch."""
+    """curves.png of a run (see `curves_figure`); None when there is no epoch."""
+    fig = curves_figure(history, path.parent.name)
+    return save_figure(fig, path, "the checkpoints and metrics are whole") if fig is not None else None
+
+
+def curves_figure(history: list[dict[str, Any]], title: str) -> Any:
+    """Loss and accuracy per epoch (train, valid, and the EMA's valid) and the learning rate, as a
+    matplotlib figure; None when there is no epoch."""
     rows = [r for r in history if r.get("kind") == "epoch"]
     if not rows:
         return None
+    plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    epochs = [r["epoch"] for r in rows]
+    for ax, metric in zip(axes, ("loss", "acc"), strict=False):
+        for split, label in (("train", "train"), ("valid", "valid"), ("ema_valid", "valid (EMA)")):
+            values = [r.get(f"{split}_{metric}") for r in rows]
+            if any(v is not None for v in values):
+                ax.plot(epochs, [math.nan if v is None else v for v in values], marker="o", label=label)
+        ax.set_ylabel("accuracy" if metric == "acc" else "loss")
+        ax.legend()
+    plot_lr(axes[2], history, rows)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, not 1.2, 1.4, ...
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_lr(ax: Any, history: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
+    """The learning rate against epochs done: the step rows (every `log_every` steps) at their place in
+    their epoch, and each epoch's rate as a dot at its end; a log scale when it spans decades."""
+    ends = {r["epoch"]: r["step"] for r in rows}  # the optimizer step at which each epoch ended
+    steps = [r for r in history if r.get("kind") == "step" and r["epoch"] in ends]
+    x = [r["epoch"] - 1 + (r["step"] - ends.get(r["epoch"] - 1, 0))
+         / max(ends[r["epoch"]] - ends.get(r["epoch"] - 1, 0), 1) for r in steps]
+    if steps:
+        ax.plot(x, [r["lr"] for r in steps], color="#4c72b0", label="steps")
+    ax.plot(list(ends), [r["lr"] for r in rows], "o", color="#4c72b0", label="epochs")
+    ax.set_xlim(left=0)
+    rates = [r["lr"] for r in steps + rows if r["lr"] > 0]
+    if rates and max(rates) / min(rates) > 50:
+        ax.set_yscale("log")
+    ax.set_ylabel("learning rate")
+    ax.legend()
+
+
+def plot_confusion(result: dict[str, Any], path: Path, title: str) -> Path:
+    """The confusion matrix of an evaluation as a PNG: rows are true classes, columns predicted; each cell
+    holds its count and is shaded by its share of the row (the diagonal: each class's recall)."""
+    classes, matrix = result["classes"], result["confusion"]
+    n = len(classes)
+    totals = [max(sum(row), 1) for row in matrix]
+    shares = [[v / total for v in row] for row, total in zip(matrix, totals, strict=True)]
+    plt = pyplot()
+    side = min(max(4 + 0.45 * n, 5), 24)
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    if n <= 60:  # more classes: the shading alone
+        names = [c[:12] for c in classes]
+        ax.set_xticks(range(n), names, rotation=45 if n > 10 or max(map(len, names)) > 3 else 0, ha="right")
+        ax.set_yticks(range(n), names)
+    if n <= 30:
+        for i, row in enumerate(matrix):
+            for j, count in enumerate(row):
+                if count:
+                    ax.text(j, i, str(count), ha="center", va="center", fontsize=8 if n > 15 else 10,
+                            color="white" if shares[i][j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    return save_figure(fig, path, "the evaluation itself is unaffected")
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot, drawing to files only (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [r["epoch"] for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "acc"), strict=True):
-        for split in ("train", "valid"):
-            values = [r.get(f"{split}_{metric}") for r in rows]
-            if any(v is not None for v in values):
-                ax.plot(epochs, [math.nan if v is None else v for v in values], marker="o", label=split)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("accuracy" if metric == "acc" else "loss")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(path.parent.name)
-    fig.tight_layout()
-    try:
-        return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100),
-                            hint="the checkpoints and metrics are whole")
-    finally:
-        plt.close(fig)
+    return plt
 
+
+def save_figure(fig: Any, path: Path, hint: str) -> Path:
+    """Write `fig` to `path` as a PNG (making its folder), atomically, and free it; a failed write is one
+    RunFailed with `hint`."""
+    try:
+        make_folder(path.parent)
+        return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100), hint=hint)
+    finally:
+        pyplot().close(fig)
 
 
 def run_summary(run: Run, seconds: float, stopped_early: bool, unit: str) -> dict[str, Any]:
@@ -195,8 +269,10 @@ def run_summary(run: Run, seconds: float, stopped_early: bool, unit: str) -> dic
         "device": str(run.device), "precision": run.precision,
         "best_epoch": run.state.best_epoch, "best": run.state.best, "monitor": run.config.train.monitor,
         "stopped_early": stopped_early,
-        "final": {k: last.get(k) for k in ("train_loss", "train_acc", "valid_loss", "valid_acc")},
+        "final": {k: last.get(k) for k in ("train_loss", "train_acc", "valid_loss", "valid_acc")
+                  + (("ema_valid_loss", "ema_valid_acc") if run.ema is not None else ())},
         "samples_per_s": last.get("samples_per_s"), "unit": unit,
+        **({"best_weights": run.state.best_weights} if run.ema is not None else {}),
     }
 
 

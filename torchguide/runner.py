@@ -29,7 +29,7 @@ from torchguide.interrupt import Interrupted
 from torchguide.loop import Run, evaluate, fit
 from torchguide.losses import loss_meta
 from torchguide.metrics import to_probs
-from torchguide.report import plot_curves, write_json
+from torchguide.report import plot_confusion, plot_curves, write_json
 from torchguide.rundir import clean_leftovers, find_resume, leftovers_note, new_run_dir, take_lock
 from torchguide.usercode import import_checkpoint_code
 
@@ -205,8 +205,9 @@ def eval_data(config: Config, payload: dict[str, Any], vocab: Any, split: str, d
 
 def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str = "test",
                         predictions: Path | None = None, batch_size: int | None = None,
-                        imports: Sequence[str] = ()) -> dict[str, Any]:
-    """Metrics of a checkpoint on data, optionally writing per-sample predictions to a CSV."""
+                        imports: Sequence[str] = (), plot: Path | None = None) -> dict[str, Any]:
+    """Metrics of a checkpoint on data, optionally writing per-sample predictions to a CSV and the
+    confusion matrix to a PNG (`plot`)."""
     payload = open_checkpoint(path, imports)
     config, model, vocab = build_from_checkpoint(payload)
     if batch_size:
@@ -224,6 +225,9 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
         result["predictions"] = str(predictions)
         result.pop("probs")
         result.pop("indices")
+    if plot is not None:
+        title = f"{path} on {result['data']}: accuracy {result['accuracy']:.4f}"
+        result["plot"] = str(plot_confusion(result, plot, title))
     return result
 
 

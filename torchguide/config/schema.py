@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -173,6 +173,29 @@ class DataSection(BaseModel):
         return items
 
 
+class LateKeys(BaseModel):
+    """A section whose keys added in later versions (`late`) leave a dumped config while at their default,
+    so configs and checkpoints written before those keys existed compare equal to new ones."""
+
+    late: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def drop_late_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        for key in self.late:
+            if getattr(self, key) == type(self).model_fields[key].get_default(call_default_factory=True):
+                data.pop(key, None)
+        return data
+
+
+class Ema(BaseModel):
+    """`train.ema:`: an exponential moving average of the weights, updated after every optimizer step."""
+
+    model_config = Strict
+    decay: float = Field(default=0.999, gt=0, lt=1)
+    warmup: bool = False  # the decay grows as 1 - step ** (-2/3) up to `decay` (timm's warm-up)
+
+
 class EarlyStopping(BaseModel):
     model_config = Strict
     patience: int = Field(default=3, ge=1)
@@ -184,8 +207,9 @@ class CheckpointEvery(BaseModel):
     steps: int | None = Field(default=None, gt=0)
 
 
-class Train(BaseModel):
+class Train(LateKeys):
     model_config = Strict
+    late = ("ema",)
     epochs: int = Field(default=5, gt=0)
     max_steps: int | None = Field(default=None, gt=0)
     device: str = "auto"
@@ -201,6 +225,17 @@ class Train(BaseModel):
     on_nan: Literal["stop", "skip"] = "stop"
     threads: int | Literal["auto"] = "auto"
     deterministic: bool = False  # bit-identical repeats on one machine, at some speed
+    ema: Ema | None = None
+
+    @field_validator("ema", mode="before")
+    @classmethod
+    def ema_switch(cls, ema: Any) -> Any:
+        """`train.ema: true` means the default EMA, `false` none."""
+        if isinstance(ema, bool):
+            return {} if ema else None
+        if ema is not None and not isinstance(ema, dict | Ema):
+            raise ValueError("give true, or the settings: {decay: 0.999, warmup: false}")
+        return ema
 
     @field_validator("threads")
     @classmethod
@@ -218,9 +253,11 @@ class Train(BaseModel):
         return device
 
 
-class Output(BaseModel):
+class Output(LateKeys):
     model_config = Strict
+    late = ("tensorboard",)
     dir: str = "runs"
+    tensorboard: bool = False  # TensorBoard event files in runs/NAME/tensorboard/
 
     @field_validator("dir")
     @classmethod
@@ -273,7 +310,7 @@ def format_validation(exc: ValidationError) -> list[str]:
     for err in exc.errors():
         loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-after", "union"))]
         loc = [p for p in loc if p not in ("str", "Component", "int", "float", "bool", "literal['auto']",
-                                           "literal['epoch']", "CheckpointEvery", "EarlyStopping")]
+                                           "literal['epoch']", "CheckpointEvery", "EarlyStopping", "Ema")]
         path = ".".join(loc) or "(top)"
         kind = err["type"]
         if kind == "extra_forbidden":
