@@ -312,6 +312,27 @@ def lr_find_cmd(
                           f"add optimizer.lr={lr}")
 
 
+@app.command("eject")
+def eject_cmd(
+    config: ConfigOpt, overrides: Overrides = None,
+    out: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--out", "-o", help="The script to write (default: print it on stdout).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Write the plain PyTorch script that trains this config, to read and keep: guide eject -c F --out train.py."""
+    console = make_console()
+    with guarded(debug, console):
+        from torchguide.eject.script import eject, write_script
+
+        text = eject(config, overrides or [], out, force)
+        if out is None:
+            sys.stdout.write(text)
+        else:
+            write_script(text, out)
+            console.print(f"wrote {out} ({text.count(chr(10))} lines): run it with python {out}")
+
+
 # ------------------------------------------------------------------ eval / predict
 
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="A checkpoint written by guide (best.pt).")]
