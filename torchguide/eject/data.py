@@ -78,7 +78,8 @@ def write_image_data(script: Script, facts: Facts) -> None:
         texts.append(blocks.RELABEL)
     texts.append(transform_constants(script, facts))
     script.section("the data: image datasets and their transforms", *texts)
-    script.data_lines = ["    # the data", *image_split_lines(readers, facts)]
+    script.data_lines = ["    # the data: each split's (image, label) samples, labelled by the training data's classes",
+                         *image_split_lines(readers, facts)]
 
 
 def image_reader(script: Script, name: str, kwargs: dict[str, Any], split: str) -> tuple[str, str]:
