@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import builtins
 import inspect
+import math
 import re
 import sys
 import textwrap
@@ -36,6 +37,8 @@ def literal(value: Any) -> str:
         return "(" + ", ".join(literal(v) for v in value) + ("," if len(value) == 1 else "") + ")"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{literal(k)}: {literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f'float("{value}")'
     if isinstance(value, PLAIN_VALUES):
         return repr(value)
     raise GuideError(f"cannot write {value!r} ({type(value).__name__}) into a script")
