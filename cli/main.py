@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from cli.common import ConfigOpt, DebugOpt, JsonOpt, Overrides, emit_json, escape, guarded_command, make_console
+from cli.eject import eject_cmd
 from cli.export import export_cmd
 from cli.train import eval_cmd, predict_cmd, train_image, train_text
 from torchguide import __version__
@@ -198,6 +199,7 @@ def lr_find_cmd(
 app.command("eval")(eval_cmd)
 app.command("predict")(predict_cmd)
 app.command("export")(export_cmd)
+app.command("eject")(eject_cmd)
 
 
 # ------------------------------------------------------------------ list / config / data
