@@ -82,7 +82,7 @@ def check_out(out: Path, force: bool = False) -> None:
 
 def write_script(text: str, out: Path) -> Path:
     """Write the script to `out` in one piece (a temporary file renamed into place)."""
-    return write_text_atomic(out, text, durable=False)
+    return write_text_atomic(out, text)
 
 
 # ------------------------------------------------------------------ checks and facts
