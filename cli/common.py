@@ -1,6 +1,7 @@
-"""What every `guide` command shares: its console, the error guard, the usual options, JSON output.
+"""What every `guide` command shares: its consoles, the error guard, the usual options, JSON output.
 
-Nothing here imports torch, so `guide --help` stays quick.
+What a command exists to print (a listing, a report) goes to stdout, so it pipes; progress,
+warnings and errors go to stderr. Nothing here imports torch, so `guide --help` stays quick.
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars 
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the Python traceback on errors.")]
 
 
-def make_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+def make_console(stderr: bool = True) -> Console:
+    """The console of progress, warnings and errors (stderr), or of what a command exists to print (stdout).
+
+    Lines are never wrapped by rich (the terminal wraps them), so a line piped to grep is whole.
+    """
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 class ConsoleHandler(logging.Handler):
@@ -38,26 +43,32 @@ class ConsoleHandler(logging.Handler):
         self.console = console
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.console.print(f"[yellow]warning:[/] {record.getMessage()}", highlight=False)
+        self.console.print(f"[yellow]warning:[/] {escape(record.getMessage())}", highlight=False)
+
+
+INJECTED = ("console", "stdout")  # what the guard passes a command, not options
 
 
 def guarded_command(command: Callable[..., None]) -> Callable[..., None]:
-    """Make `command` a guarded CLI command: it gets a console, library warnings print on it, and the
-    project's errors become one line and an exit code (a traceback only with --debug or GUIDE_DEBUG).
+    """Make `command` a guarded CLI command: it gets its consoles, library warnings print on stderr, and
+    the project's errors become one line and an exit code (a traceback only with --debug or GUIDE_DEBUG).
 
-    A command that prints takes a keyword-only `console`, which the guard passes in. Typer sees
-    the command's other parameters only, so `console` is no option.
+    A command that prints takes keyword-only `console` (stderr: progress, notes) and `stdout`
+    (what the command exists to print), which the guard passes in; Typer sees the command's
+    other parameters only.
     """
     signature = inspect.signature(command, eval_str=True)  # Typer reads these annotations as they are
-    shown = signature.replace(parameters=[p for p in signature.parameters.values() if p.name != "console"])
-    takes_console = "console" in signature.parameters
+    shown = signature.replace(parameters=[p for p in signature.parameters.values() if p.name not in INJECTED])
 
     @functools.wraps(command)
     def guarded(*args: Any, **kwargs: Any) -> None:
         console = make_console()
-        debug = bool(shown.bind(*args, **kwargs).arguments.get("debug")) or bool(os.environ.get("GUIDE_DEBUG"))
-        if takes_console:
+        given = shown.bind(*args, **kwargs).arguments
+        debug = bool(given.get("debug")) or bool(os.environ.get("GUIDE_DEBUG"))
+        if "console" in signature.parameters:
             kwargs["console"] = console
+        if "stdout" in signature.parameters:
+            kwargs["stdout"] = make_console(stderr=False)
         log = logging.getLogger("torchguide")
         handler = ConsoleHandler(console)
         log.addHandler(handler)

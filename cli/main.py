@@ -1,7 +1,8 @@
 """The `guide` command line: parse options, call torchguide, print.
 
-Human output goes to stderr, `--json` puts one summary on stdout. Failures the user can
-fix print one line and exit 2 (1 when a run fails); `--debug` shows the traceback.
+What a command exists to print goes to stdout (`--json`: one JSON document), progress and
+errors to stderr. Failures the user can fix print one line and exit 2 (1 when a run fails);
+`--debug` shows the traceback.
 torch is imported inside the commands only, so `guide --help` answers at once.
 """
 
@@ -87,7 +88,7 @@ def inspect_layer_cmd(
         help="Constructor arguments as key=value.", show_default=False)] = None,
     input_shape: Annotated[Optional[str], typer.Option(  # noqa: UP045
         "--input-shape", "-i", help="Input shape, e.g. 100,3,24,24.")] = None,
-    as_json: JsonOpt = False, debug: DebugOpt = False, *, console: Console,
+    as_json: JsonOpt = False, debug: DebugOpt = False, *, stdout: Console,
 ) -> None:
     """Build a torch layer by name, feed it random input, and explain the shapes."""
     from cli.show import show_layer
@@ -98,7 +99,7 @@ def inspect_layer_cmd(
     if as_json:
         emit_json(report)
     else:
-        show_layer(report, console)
+        show_layer(report, stdout)
 
 
 # ------------------------------------------------------------------ training (cli/train.py)
@@ -112,7 +113,7 @@ app.command("train-text")(train_text)
 @app.command("check")
 @guarded_command
 def check_cmd(config: ConfigOpt, overrides: Overrides = None, as_json: JsonOpt = False,
-              debug: DebugOpt = False, *, console: Console) -> None:
+              debug: DebugOpt = False, *, stdout: Console) -> None:
     """Build everything from a config, put one real batch forward and backward, and say what looks wrong."""
     from cli.show import show_check
     from torchguide.check import as_dicts, run_check
@@ -123,7 +124,7 @@ def check_cmd(config: ConfigOpt, overrides: Overrides = None, as_json: JsonOpt =
     if as_json:
         emit_json({"passed": not failed, "findings": as_dicts(findings)})
     else:
-        show_check(findings, console)
+        show_check(findings, stdout)
     if failed:
         raise typer.Exit(1)
 
@@ -140,7 +141,7 @@ def inspect_model_cmd(
     imports: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
         "--import", help="With --checkpoint: where the .py files its config imported are now, if they moved "
         "(a folder or a file, repeatable).", show_default=False)] = None,
-    as_json: JsonOpt = False, debug: DebugOpt = False, *, console: Console,
+    as_json: JsonOpt = False, debug: DebugOpt = False, *, stdout: Console,
 ) -> None:
     """Every layer of a model: output shape, parameters and FLOPs from one forward pass."""
     from cli.show import show_model
@@ -153,7 +154,7 @@ def inspect_model_cmd(
     if as_json:
         emit_json(report)
     else:
-        show_model(report, title, console)
+        show_model(report, title, stdout)
 
 
 @app.command("lr-find")
@@ -166,7 +167,7 @@ def lr_find_cmd(
                                        "explodes).")] = 200,
     plot: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--plot", help="PNG of loss against lr (default: <output.dir>/<name>-lr-find.png).")] = None,
-    as_json: JsonOpt = False, debug: DebugOpt = False, *, console: Console,
+    as_json: JsonOpt = False, debug: DebugOpt = False, *, stdout: Console,
 ) -> None:
     """The learning-rate range test: a plot of loss against lr and the lr to use."""
     from torchguide.config import load_config
@@ -182,14 +183,14 @@ def lr_find_cmd(
         return
     end = f"the loss exploded at lr {result['lrs'][-1]:.2e}" if result["exploded"] else \
         f"reached lr {result['lrs'][-1]:.2e} without exploding"
-    console.print(f"{result['steps']} steps from lr {start_lr:.0e}: {end}; plot: {path}")
+    stdout.print(f"{result['steps']} steps from lr {start_lr:.0e}: {end}; plot: {escape(str(path))}")
     if result["suggested"] is None:
-        console.print("[yellow]no learning rate in this range lowered the loss[/]: widen --end-lr, "
-                      "or run `guide check` on this config")
+        stdout.print("[yellow]no learning rate in this range lowered the loss[/]: widen --end-lr, "
+                     "or run `guide check` on this config")
     else:
         lr = f"{result['suggested']:.2e}"
-        console.print(f"suggested lr [bold]{lr}[/] (steepest fall of the smoothed loss): "
-                      f"add optimizer.lr={lr}")
+        stdout.print(f"suggested lr [bold]{lr}[/] (steepest fall of the smoothed loss): "
+                     f"add optimizer.lr={lr}")
 
 
 # ------------------------------------------------------------------ eval / predict (cli/train.py)
@@ -205,7 +206,7 @@ app.command("predict")(predict_cmd)
 def list_cmd(
     kind: Annotated[Optional[str], typer.Argument(  # noqa: UP045
         help="models, datasets, transforms, collates, samplers, losses, optimizers, schedulers, layers.")] = None,
-    as_json: JsonOpt = False, debug: DebugOpt = False, *, console: Console,
+    as_json: JsonOpt = False, debug: DebugOpt = False, *, stdout: Console,
 ) -> None:
     """What the registries hold, with signatures and one-line descriptions."""
     from cli.show import show_list
@@ -217,7 +218,7 @@ def list_cmd(
         if as_json:
             emit_json(counts)
         else:
-            show_list({k: [] for k in counts}, console, counts)
+            show_list({k: [] for k in counts}, stdout, counts)
         return
     if kind not in REGISTRIES:
         raise GuideError(f"unknown kind {kind!r}", f"choose from {', '.join(REGISTRIES)}")
@@ -225,7 +226,7 @@ def list_cmd(
     if as_json:
         emit_json(rows)
     else:
-        show_list({kind: rows}, console)
+        show_list({kind: rows}, stdout)
 
 
 @config_app.command("show")
@@ -240,7 +241,7 @@ def config_show(config: ConfigOpt, overrides: Overrides = None, debug: DebugOpt 
 @config_app.command("validate")
 @guarded_command
 def config_validate(config: ConfigOpt, overrides: Overrides = None, as_json: JsonOpt = False,
-                    debug: DebugOpt = False, *, console: Console) -> None:
+                    debug: DebugOpt = False, *, stdout: Console) -> None:
     """Check a config; exit 0 when it is valid, 2 with every problem listed when not."""
     from torchguide.config import load_config
 
@@ -248,8 +249,8 @@ def config_validate(config: ConfigOpt, overrides: Overrides = None, as_json: Jso
     if as_json:
         emit_json({"valid": True, "name": cfg.name})
     else:
-        console.print(f"[green]ok[/] {config}: valid ({cfg.model.name}, {cfg.loss.name}, "
-                      f"{cfg.optimizer.name})")
+        stdout.print(f"[green]ok[/] {escape(str(config))}: valid ({escape(cfg.model.name)}, "
+                     f"{escape(cfg.loss.name)}, {escape(cfg.optimizer.name)})")
 
 
 data_app = typer.Typer(help="Write the bundled demo data, or look into a dataset.", no_args_is_help=True)
@@ -292,7 +293,7 @@ def data_inspect(
         "--set", help="A config override, key=value (repeatable).")] = None,
     plot: Annotated[Path, typer.Option("--plot", help="Where to write the histogram PNG.")] = Path(
         "data-inspect.png"),
-    as_json: JsonOpt = False, debug: DebugOpt = False, *, console: Console,
+    as_json: JsonOpt = False, debug: DebugOpt = False, *, stdout: Console,
 ) -> None:
     """Classes and balance; image sizes, modes, duplicates, unreadable files; text lengths and padding."""
     from cli.show import show_survey
@@ -309,7 +310,7 @@ def data_inspect(
     if as_json:
         emit_json(report)
     else:
-        show_survey(report, console)
+        show_survey(report, stdout)
 
 
 if __name__ == "__main__":  # `python -m cli.main`: how torch.distributed.run starts each rank

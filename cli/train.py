@@ -70,7 +70,7 @@ def eval_cmd(
     predictions: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--predictions", help="Write one row per sample to this CSV.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1)] = None,  # noqa: UP045
-    imports: ImportOpt = None, as_json: JsonOpt = False, debug: DebugOpt = False, *, console: Console,
+    imports: ImportOpt = None, as_json: JsonOpt = False, debug: DebugOpt = False, *, stdout: Console,
 ) -> None:
     """Loss, accuracy, per-class scores and the confusion matrix of a checkpoint on data."""
     from cli.show import show_eval
@@ -81,7 +81,7 @@ def eval_cmd(
     if as_json:
         emit_json({k: v for k, v in result.items() if k not in ("probs", "indices")})
     else:
-        show_eval(result, console)
+        show_eval(result, stdout)
 
 
 @guarded_command
@@ -92,7 +92,7 @@ def predict_cmd(
     file: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--file", help="Read inputs from this file, one per line.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes to show per input.")] = 3,
-    imports: ImportOpt = None, as_json: JsonOpt = False, debug: DebugOpt = False, *, console: Console,
+    imports: ImportOpt = None, as_json: JsonOpt = False, debug: DebugOpt = False, *, stdout: Console,
 ) -> None:
     """Top-k classes with probabilities for images or texts."""
     from cli.show import show_predictions
@@ -109,4 +109,4 @@ def predict_cmd(
     if as_json:
         emit_json(rows)
     else:
-        show_predictions(rows, console)
+        show_predictions(rows, stdout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -13,8 +14,10 @@ from typer.testing import CliRunner
 
 from cli.common import DebugOpt, guarded_command
 from cli.main import app
+from cli.show import show_eval, show_list
 from tests.conftest import ROOT
 from torchguide.errors import GuideError
+from torchguide.registry import REGISTRIES
 
 runner = CliRunner()
 
@@ -45,7 +48,8 @@ def test_inspect_layer_json_and_table() -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["outputs"][0]["shape"] == [100, 64, 24, 24]
     table = invoke("inspect-layer", "linear", "in_features=784", "out_features=10", "-i", "100,784")
-    assert table.exit_code == 0 and "[100, 10]" in table.stderr and table.stdout == ""
+    assert table.exit_code == 0 and table.stderr == ""  # the report is on stdout, plain when piped
+    assert "output\toutput\t[100, 10]\tfloat32" in table.stdout.splitlines()
 
 
 def test_errors_are_one_line_exit_2() -> None:
@@ -69,10 +73,46 @@ def test_list_kinds_and_entries() -> None:
     assert bad.exit_code == 2 and "choose from models" in bad.stderr
 
 
+def test_list_pipes_one_entry_a_line() -> None:
+    result = invoke("list", "transforms")
+    assert result.exit_code == 0 and result.stderr == ""
+    rows = [REGISTRIES["transforms"].describe(n) for n in REGISTRIES["transforms"].names()]
+    # whole lines, tab-separated, nothing wrapped, boxed or eaten as markup (Union[int, float, ...] stays)
+    assert result.stdout.splitlines() == [f"{r['name']}\t{r['signature']}\t{r['summary']}" for r in rows]
+    assert "Union[int, float, collections.abc.Sequence[int]" in result.stdout
+    kinds = invoke("list").stdout.splitlines()
+    assert kinds == [f"{k}\t{len(r.names())}" for k, r in REGISTRIES.items()]
+
+
+def test_list_on_a_terminal_keeps_code_text_whole() -> None:
+    rows = [REGISTRIES["datasets"].describe("random_sequences")]
+    console = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=400)
+    show_list({"datasets": rows}, console)
+    drawn = console.file.getvalue()
+    assert "random length in [min_len, max_len] over" in drawn and "┃ name" in drawn
+
+
+def test_eval_report_keeps_class_names_whole() -> None:
+    classes = ["[red]", "a[b]"]
+    per_class = [{"class": c, "precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 2} for c in classes]
+    result = {"checkpoint": "runs/[x]/best.pt", "data": "test split", "samples": 4, "loss": 0.1, "accuracy": 1.0,
+              "per_class": per_class, "classes": classes, "confusion": [[2, 0], [0, 2]]}
+    piped = Console(file=io.StringIO(), soft_wrap=True)
+    show_eval(result, piped)
+    lines = piped.file.getvalue().splitlines()
+    assert lines[0] == "evaluation of runs/[x]/best.pt on test split" and "samples\t4" in lines
+    assert "[red]\t1.000\t1.000\t1.000\t2" in lines and "\t[red]\ta[b]" in lines and "a[b]\t0\t2" in lines
+    drawn = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=120)
+    show_eval(result, drawn)
+    assert "runs/[x]/best.pt" in drawn.file.getvalue() and "│ [red] " in drawn.file.getvalue()
+
+
 def test_config_show_and_validate(tmp_path: Path) -> None:
     cfg = ROOT / "configs" / "image" / "digits.yaml"
     shown = invoke("config", "show", "--config", str(cfg), "optimizer.lr=3e-4")
     assert shown.exit_code == 0 and "lr: 0.0003" in shown.stdout
+    valid = invoke("config", "validate", "--config", str(cfg))
+    assert valid.stdout.startswith(f"ok {cfg}: valid") and valid.stderr == ""
     assert invoke("config", "validate", "--config", str(cfg)).exit_code == 0
     bad = invoke("config", "validate", "--config", str(cfg), "train.epochs=0", "optimizer.name=adamm")
     assert bad.exit_code == 2

@@ -25,6 +25,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from torchguide.device import matmul_peak, utilisation
 from torchguide.files import write_atomic, write_text_atomic
@@ -235,7 +236,7 @@ def per_class_table(result: dict[str, Any]) -> Table:
     for col in ("class", "precision", "recall", "f1", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for row in result["per_class"]:
-        table.add_row(row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
+        table.add_row(Text(row["class"]), f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
                       str(row["support"]))
     return table
 
@@ -248,11 +249,11 @@ def confusion_table(result: dict[str, Any], max_classes: int = 20) -> Table | No
     table = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
     table.add_column("", style="bold")
     for c in classes:
-        table.add_column(c[:8], justify="right")
+        table.add_column(Text(c[:8]), justify="right")  # class names are data: Text, never markup
     for i, c in enumerate(classes):
         cells = [f"[green]{v}[/]" if i == j and v else (str(v) if v else "[dim]0[/]")
                  for j, v in enumerate(matrix[i])]
-        table.add_row(c[:12], *cells)
+        table.add_row(Text(c[:12]), *cells)
     return table
 
 
