@@ -22,7 +22,8 @@ from rich.console import Console
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]
 Overrides = Annotated[Optional[list[str]], typer.Argument(  # noqa: UP045 (typer needs Optional)
     help="Overrides: key=value (optimizer.lr=3e-4) or ~key to remove.", show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (an error object "
+                                      "on failure).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the Python traceback on errors.")]
 
@@ -47,6 +48,7 @@ class ConsoleHandler(logging.Handler):
 
 
 INJECTED = ("console", "stdout")  # what the guard passes a command, not options
+BUG_HINT = "run again with --debug for the traceback"
 
 
 def guarded_command(command: Callable[..., None]) -> Callable[..., None]:
@@ -55,7 +57,8 @@ def guarded_command(command: Callable[..., None]) -> Callable[..., None]:
 
     A command that prints takes keyword-only `console` (stderr: progress, notes) and `stdout`
     (what the command exists to print), which the guard passes in; Typer sees the command's
-    other parameters only.
+    other parameters only. With `--json` (a parameter named `as_json`), a failure also
+    prints one JSON object on stdout, `{"error": ..., "hint": ..., "exit_code": ...}`.
     """
     signature = inspect.signature(command, eval_str=True)  # Typer reads these annotations as they are
     shown = signature.replace(parameters=[p for p in signature.parameters.values() if p.name not in INJECTED])
@@ -65,6 +68,7 @@ def guarded_command(command: Callable[..., None]) -> Callable[..., None]:
         console = make_console()
         given = shown.bind(*args, **kwargs).arguments
         debug = bool(given.get("debug")) or bool(os.environ.get("GUIDE_DEBUG"))
+        as_json = bool(given.get("as_json"))
         if "console" in signature.parameters:
             kwargs["console"] = console
         if "stdout" in signature.parameters:
@@ -78,9 +82,14 @@ def guarded_command(command: Callable[..., None]) -> Callable[..., None]:
             raise
         except KeyboardInterrupt:
             console.print("[red]interrupted[/]")
+            if as_json:
+                emit_error({"error": "interrupted", "hint": None, "exit_code": 1})
             raise typer.Exit(1) from None  # the exit carries no cause: the line above is the report
         except Exception as exc:
-            raise typer.Exit(report_error(exc, console, debug)) from None
+            code = report_error(exc, console, debug)
+            if as_json:
+                emit_error(error_object(exc, code))
+            raise typer.Exit(code) from None
         finally:
             log.removeHandler(handler)
 
@@ -101,8 +110,32 @@ def report_error(exc: Exception, console: Console, debug: bool) -> int:
             console.print(escape(line))
         return exc.exit_code
     console.print(f"[red]internal error:[/] {escape(rank_prefix() + type(exc).__name__)}: {escape(str(exc))}"
-                  " (run again with --debug for the traceback)")
+                  f" ({BUG_HINT})")
     return 1
+
+
+def error_object(exc: Exception, exit_code: int) -> dict[str, Any]:
+    """A failure as --json prints it: the message, the hint (or null), the exit code, and the further
+    lines of an error that has several (each problem of a config)."""
+    from torchguide.errors import GuideError
+
+    if not isinstance(exc, GuideError):
+        return {"error": f"internal error: {rank_prefix()}{type(exc).__name__}: {exc}", "hint": BUG_HINT,
+                "exit_code": exit_code}
+    found = {"error": rank_prefix() + exc.message, "hint": exc.hint, "exit_code": exit_code}
+    details = [line.strip() for line in exc.lines()[1:]]
+    return {**found, "details": details} if details else found
+
+
+def emit_error(found: dict[str, Any]) -> None:
+    """The JSON error object on stdout, from the one process that speaks for the command: in a job
+    started by `guide --nproc`, the launcher reports a rank's failure; under an outside torchrun, rank 0."""
+    if "RANK" in os.environ:
+        from torchguide.distributed import relaunched_nproc
+
+        if relaunched_nproc() is not None or os.environ["RANK"] != "0":
+            return
+    emit_json(found)
 
 
 def rank_prefix() -> str:

@@ -9,6 +9,7 @@ torch is imported inside the commands only, so `guide --help` answers at once.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -23,21 +24,27 @@ from torchguide import __version__
 
 
 class GuideGroup(TyperGroup):
-    """Usage errors (a missing option, a value out of range) print one `error:` line, like all others."""
+    """Usage errors (a missing option, a value out of range) print one `error:` line, like all others, and
+    with --json the JSON error object on stdout too."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(self, args: Sequence[str] | None = None, *rest: Any, standalone_mode: bool = True,
+             **kwargs: Any) -> Any:
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(args, *rest, standalone_mode=False, **kwargs)
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(args, *rest, standalone_mode=False, **kwargs)
         except TyperException as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # bare `guide`: the help (already printed)
                 sys.exit(exc.exit_code)
             ctx = getattr(exc, "ctx", None)
-            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            hint = f"see `{ctx.command_path} --help`" if ctx is not None else None
             message = exc.format_message().rstrip(".")
-            make_console().print(f"[red]error:[/] {escape(message[:1].lower() + message[1:])}{where}")
-            sys.exit(getattr(exc, "exit_code", 2))
+            message = message[:1].lower() + message[1:]
+            code = getattr(exc, "exit_code", 2)
+            make_console().print(f"[red]error:[/] {escape(message)}" + (f" ({escape(hint)})" if hint else ""))
+            if "--json" in (sys.argv[1:] if args is None else args):
+                emit_json({"error": message, "hint": hint, "exit_code": code})
+            sys.exit(code)
         except typer.Abort:
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
@@ -231,11 +238,16 @@ def list_cmd(
 
 @config_app.command("show")
 @guarded_command
-def config_show(config: ConfigOpt, overrides: Overrides = None, debug: DebugOpt = False) -> None:
+def config_show(config: ConfigOpt, overrides: Overrides = None, as_json: JsonOpt = False,
+                debug: DebugOpt = False) -> None:
     """Print the resolved config (defaults filled in, overrides applied) as YAML."""
     from torchguide.config import load_config, to_yaml
 
-    sys.stdout.write(to_yaml(load_config(config, overrides or [])))
+    cfg = load_config(config, overrides or [])
+    if as_json:
+        emit_json(cfg.model_dump(mode="json"))
+    else:
+        sys.stdout.write(to_yaml(cfg))
 
 
 @config_app.command("validate")

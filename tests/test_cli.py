@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
-from cli.common import DebugOpt, guarded_command
+from cli.common import DebugOpt, JsonOpt, guarded_command
 from cli.main import app
 from cli.show import show_eval, show_list
 from tests.conftest import ROOT
@@ -111,12 +111,18 @@ def test_config_show_and_validate(tmp_path: Path) -> None:
     cfg = ROOT / "configs" / "image" / "digits.yaml"
     shown = invoke("config", "show", "--config", str(cfg), "optimizer.lr=3e-4")
     assert shown.exit_code == 0 and "lr: 0.0003" in shown.stdout
+    as_json = json.loads(invoke("config", "show", "--config", str(cfg), "optimizer.lr=3e-4", "--json").stdout)
+    assert as_json["optimizer"]["lr"] == 3e-4 and as_json["name"] == "digits"
     valid = invoke("config", "validate", "--config", str(cfg))
     assert valid.stdout.startswith(f"ok {cfg}: valid") and valid.stderr == ""
     assert invoke("config", "validate", "--config", str(cfg)).exit_code == 0
     bad = invoke("config", "validate", "--config", str(cfg), "train.epochs=0", "optimizer.name=adamm")
-    assert bad.exit_code == 2
+    assert bad.exit_code == 2 and bad.stdout == ""
     assert "2 config errors" in bad.stderr and "train.epochs" in bad.stderr and "did you mean adam" in bad.stderr
+    found = json.loads(invoke("config", "validate", "--config", str(cfg), "train.epochs=0", "optimizer.name=adamm",
+                              "--json").stdout)
+    assert found["error"] == f"2 config errors in {cfg}" and found["exit_code"] == 2 and found["hint"] is None
+    assert found["details"][0].startswith("train.epochs:") and "did you mean adam" in found["details"][1]
 
 
 def test_training_command_reports_bad_config(tmp_path: Path) -> None:
@@ -145,7 +151,7 @@ def guarded_demo() -> typer.Typer:
 
     @demo.command()
     @guarded_command
-    def fail(kind: str, debug: DebugOpt = False, *, console: Console) -> None:
+    def fail(kind: str, as_json: JsonOpt = False, debug: DebugOpt = False, *, console: Console) -> None:
         console.print("started")
         if kind == "bug":
             raise ValueError("a bug")
@@ -170,3 +176,40 @@ def test_guarded_command_turns_errors_into_one_line_and_an_exit_code(monkeypatch
     assert debug.stderr.endswith("error: bad input: fix it\n")
     shown = runner.invoke(demo, ["--help"])
     assert "--debug" in shown.stdout and "console" not in shown.stdout.lower()
+
+
+def test_guarded_command_with_json_prints_the_error_object_on_stdout(monkeypatch) -> None:
+    monkeypatch.delenv("GUIDE_DEBUG", raising=False)
+    demo = guarded_demo()
+    result = runner.invoke(demo, ["guide", "--json"])
+    assert result.exit_code == 2 and result.stderr == "started\nerror: bad input: fix it\n"  # stderr as without
+    assert json.loads(result.stdout) == {"error": "bad input", "hint": "fix it", "exit_code": 2}
+    bug = runner.invoke(demo, ["bug", "--json"])
+    assert bug.exit_code == 1 and json.loads(bug.stdout) == {
+        "error": "internal error: ValueError: a bug", "hint": "run again with --debug for the traceback",
+        "exit_code": 1}
+    assert runner.invoke(demo, ["guide"]).stdout == ""
+
+
+def test_usage_errors_with_json_print_the_error_object_too() -> None:
+    result = invoke("config", "show", "--json")
+    assert result.exit_code == 2 and result.stderr.startswith("error: missing option '--config'")
+    assert json.loads(result.stdout) == {"error": "missing option '--config' / '-c'",
+                                         "hint": "see `guide config show --help`", "exit_code": 2}
+    assert invoke("config", "show").stdout == ""
+
+
+def leaf_commands(group=None, path=()):
+    """(path, click command) of every command of `guide`, through sub-groups."""
+    group = group or typer.main.get_command(app)
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from leaf_commands(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+def test_every_command_takes_json() -> None:
+    for path, command in leaf_commands():
+        assert "--json" in [o for p in command.params for o in p.opts], f"guide {' '.join(path)} has no --json"
+
