@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from typer.exceptions import TyperException
 
 from cli.common import ConfigOpt, DebugOpt, JsonOpt, Overrides, emit_json, escape, guarded_command, make_console
@@ -25,7 +25,7 @@ from torchguide import __version__
 
 class GuideGroup(TyperGroup):
     """Usage errors (a missing option, a value out of range) print one `error:` line, like all others, and
-    with --json the JSON error object on stdout too."""
+    with --json the JSON error object on stdout too; help shows flags without a value placeholder."""
 
     def main(self, args: Sequence[str] | None = None, *rest: Any, standalone_mode: bool = True,
              **kwargs: Any) -> Any:
@@ -48,6 +48,31 @@ class GuideGroup(TyperGroup):
         except typer.Abort:
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+    def get_params(self, ctx: typer.Context) -> list[TyperOption | TyperArgument]:
+        return bare_flags(super().get_params(ctx))
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> TyperCommand | TyperGroup | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            bare_flags_below(command, ctx)
+        return command
+
+
+def bare_flags(params: list[TyperOption | TyperArgument]) -> list[TyperOption | TyperArgument]:
+    """Typer's rich help gives every option a type, so a flag read `--json <bool>` as if it took a
+    value: an empty metavar leaves a flag's type blank."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+def bare_flags_below(command: TyperCommand | TyperGroup, ctx: typer.Context) -> None:
+    """bare_flags for a command (its --help included) and, for a group, every command in it."""
+    bare_flags(command.get_params(ctx))
+    for sub in getattr(command, "commands", {}).values():
+        bare_flags_below(sub, ctx)
 
 
 app = typer.Typer(name="guide", help="Train PyTorch image and text classifiers from YAML configs, "
@@ -173,7 +198,7 @@ def lr_find_cmd(
     steps: Annotated[int, typer.Option("--steps", min=10, help="Steps at most (the test stops when the loss "
                                        "explodes).")] = 200,
     plot: Annotated[Optional[Path], typer.Option(  # noqa: UP045
-        "--plot", help="PNG of loss against lr (default: <output.dir>/<name>-lr-find.png).")] = None,
+        "--plot", help="PNG of loss against lr (default: NAME-lr-find.png in the config's output.dir).")] = None,
     as_json: JsonOpt = False, debug: DebugOpt = False, *, stdout: Console,
 ) -> None:
     """The learning-rate range test: a plot of loss against lr and the lr to use."""

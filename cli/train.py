@@ -69,7 +69,9 @@ def eval_cmd(
     split: Annotated[str, typer.Option("--split", help="Split of the config: test or valid.")] = "test",
     predictions: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--predictions", help="Write one row per sample to this CSV.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1)] = None,  # noqa: UP045
+    batch_size: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        "--batch-size", min=1, help="Samples per batch (default: data.loader.eval_batch_size of the checkpoint's "
+        "config, else its batch_size).")] = None,
     imports: ImportOpt = None, as_json: JsonOpt = False, debug: DebugOpt = False, *, stdout: Console,
 ) -> None:
     """Loss, accuracy, per-class scores and the confusion matrix of a checkpoint on data."""

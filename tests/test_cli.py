@@ -213,3 +213,16 @@ def test_every_command_takes_json() -> None:
     for path, command in leaf_commands():
         assert "--json" in [o for p in command.params for o in p.opts], f"guide {' '.join(path)} has no --json"
 
+
+def test_every_argument_and_option_is_described() -> None:
+    for path, command in leaf_commands():
+        for param in command.params:
+            assert param.help, f"guide {' '.join(path)}: {param.name} has no help"
+
+
+def test_help_shows_flags_bare_and_cuts_nothing() -> None:
+    for path in [(), *(path for path, _ in leaf_commands()), ("config",), ("data",)]:
+        result = invoke(*path, "--help")  # 80 columns: not a terminal
+        assert result.exit_code == 0, path
+        assert "<bool>" not in result.stdout and "…" not in result.stdout, f"guide {' '.join(path)} --help"
+
