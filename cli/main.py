@@ -19,6 +19,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from typer.exceptions import TyperException
 
 from cli.common import ConfigOpt, DebugOpt, JsonOpt, Overrides, emit_json, escape, guarded_command, make_console
+from cli.complete import complete_kind, complete_layer, complete_name
 from cli.train import eval_cmd, predict_cmd, train_image, train_text
 from torchguide import __version__
 
@@ -77,7 +78,7 @@ def bare_flags_below(command: TyperCommand | TyperGroup, ctx: typer.Context) -> 
 
 app = typer.Typer(name="guide", help="Train PyTorch image and text classifiers from YAML configs, "
                   "and learn layers and shapes as you go.", no_args_is_help=True, cls=GuideGroup,
-                  add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
+                  rich_markup_mode="rich", pretty_exceptions_enable=False)
 config_app = typer.Typer(help="Show or validate a config.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
@@ -115,7 +116,8 @@ def parse_kwargs(pairs: list[str]) -> dict[str, Any]:
 @app.command("inspect-layer")
 @guarded_command
 def inspect_layer_cmd(
-    name: Annotated[str, typer.Argument(help="Layer name: conv2d, linear, lstm, ... (`guide list layers`).")],
+    name: Annotated[str, typer.Argument(help="Layer name: conv2d, linear, lstm, ... (`guide list layers`).",
+                                        autocompletion=complete_layer)],
     args: Annotated[Optional[list[str]], typer.Argument(  # noqa: UP045
         help="Constructor arguments as key=value.", show_default=False)] = None,
     input_shape: Annotated[Optional[str], typer.Option(  # noqa: UP045
@@ -237,13 +239,17 @@ app.command("predict")(predict_cmd)
 @guarded_command
 def list_cmd(
     kind: Annotated[Optional[str], typer.Argument(  # noqa: UP045
-        help="models, datasets, transforms, collates, samplers, losses, optimizers, schedulers, layers.")] = None,
-    as_json: JsonOpt = False, debug: DebugOpt = False, *, stdout: Console,
+        help="What to list: models, datasets, transforms, batch_transforms, collates, samplers, losses, optimizers, "
+        "schedulers, layers.", autocompletion=complete_kind, show_default=False)] = None,
+    pattern: Annotated[Optional[str], typer.Argument(  # noqa: UP045
+        metavar="filter", help="Only the names that contain this, in any case and ignoring _ and - "
+        "(`guide list optimizers adam`).", autocompletion=complete_name, show_default=False)] = None,
+    as_json: JsonOpt = False, debug: DebugOpt = False, *, console: Console, stdout: Console,
 ) -> None:
     """What the registries hold, with signatures and one-line descriptions."""
     from cli.show import show_list
     from torchguide.errors import GuideError
-    from torchguide.registry import REGISTRIES
+    from torchguide.registry import REGISTRIES, normalize
 
     if kind is None:
         counts = {k: len(r.names()) for k, r in REGISTRIES.items()}
@@ -254,11 +260,14 @@ def list_cmd(
         return
     if kind not in REGISTRIES:
         raise GuideError(f"unknown kind {kind!r}", f"choose from {', '.join(REGISTRIES)}")
-    rows = [REGISTRIES[kind].describe(n) for n in REGISTRIES[kind].names()]
+    names = [n for n in REGISTRIES[kind].names() if normalize(pattern or "") in normalize(n)]
+    rows = [REGISTRIES[kind].describe(n) for n in names]
     if as_json:
         emit_json(rows)
-    else:
+    elif rows:
         show_list({kind: rows}, stdout)
+    else:
+        console.print(f"no {kind} match {escape(repr(pattern))}: see `guide list {kind}`")
 
 
 @config_app.command("show")

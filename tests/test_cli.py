@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +83,18 @@ def test_list_pipes_one_entry_a_line() -> None:
     assert "Union[int, float, collections.abc.Sequence[int]" in result.stdout
     kinds = invoke("list").stdout.splitlines()
     assert kinds == [f"{k}\t{len(r.names())}" for k, r in REGISTRIES.items()]
+
+
+def test_list_filter() -> None:
+    names = [line.split("\t")[0] for line in invoke("list", "optimizers", "ADAM").stdout.splitlines()]
+    assert "adam" in names and "adamw" in names and all("adam" in n for n in names)
+    entries = json.loads(invoke("list", "optimizers", "adam", "--json").stdout)
+    assert [e["name"] for e in entries] == names
+    pools = [e["name"] for e in json.loads(invoke("list", "layers", "maxpool", "--json").stdout)]
+    assert "max_pool2d" in pools  # `_` and `-` are ignored, as in a config
+    none = invoke("list", "losses", "nothing-like-this")
+    assert none.exit_code == 0 and none.stdout == "" and "no losses match 'nothing-like-this'" in none.stderr
+    assert json.loads(invoke("list", "losses", "nothing-like-this", "--json").stdout) == []
 
 
 def test_list_on_a_terminal_keeps_code_text_whole() -> None:
@@ -225,4 +238,46 @@ def test_help_shows_flags_bare_and_cuts_nothing() -> None:
         result = invoke(*path, "--help")  # 80 columns: not a terminal
         assert result.exit_code == 0, path
         assert "<bool>" not in result.stdout and "…" not in result.stdout, f"guide {' '.join(path)} --help"
+    assert "--install-completion" in invoke("--help").stdout
 
+
+def run_guide(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """`guide` from this checkout in a process of its own."""
+    code = "from cli.main import app; app(prog_name='guide')"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, **env}, timeout=120)
+
+
+NAMED_SHELL = {"SHELL": "/bin/bash", "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}  # typer's switch:
+# the shell is named on the command line instead of found in the process tree
+
+
+def test_show_and_install_completion(tmp_path: Path) -> None:
+    out = run_guide("--show-completion", "bash", **NAMED_SHELL)
+    assert out.returncode == 0, out.stderr
+    assert "complete -o default -F _guide_completion guide" in out.stdout
+    assert "_GUIDE_COMPLETE=complete_bash" in out.stdout
+    installed = run_guide("--install-completion", "bash", HOME=str(tmp_path), **NAMED_SHELL)
+    assert installed.returncode == 0, installed.stderr
+    assert (tmp_path / ".bash_completions" / "guide.sh").read_text().strip() == out.stdout.strip()
+    assert ".bash_completions/guide.sh" in (tmp_path / ".bashrc").read_text()
+
+
+def test_completion_of_kinds_imports_no_torch() -> None:
+    code = ("import sys; from typer.testing import CliRunner; from cli.main import app; "
+            "env = {'_GUIDE_COMPLETE': 'complete_bash', 'COMP_WORDS': 'guide list op', 'COMP_CWORD': '2'}; "
+            "r = CliRunner().invoke(app, [], env=env, prog_name='guide'); "
+            "print(r.stdout.split(), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "['optimizers'] False"
+
+
+def test_completion_of_registry_names() -> None:
+    def complete(words: str) -> list[str]:
+        env = {"_GUIDE_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split(" ")) - 1)}
+        return runner.invoke(app, [], env=env, prog_name="guide").stdout.split()
+
+    assert complete("guide list ") == list(REGISTRIES)
+    assert complete("guide inspect-layer conv") == ["conv1d", "conv2d", "conv3d", "conv_transpose1d",
+                                                    "conv_transpose2d", "conv_transpose3d"]
+    assert "adamw" in complete("guide list optimizers ada")
