@@ -332,13 +332,12 @@ def data_reviews(out: OutOpt, as_json: JsonOpt = False, debug: DebugOpt = False,
 @data_app.command("inspect")
 @guarded_command
 def data_inspect(
-    path: Annotated[Optional[Path], typer.Argument(  # noqa: UP045
-        help="A folder of class folders, or a .csv/.tsv/.jsonl file.", show_default=False)] = None,
+    path: Annotated[Optional[str], typer.Argument(  # noqa: UP045
+        help="A folder of class folders, or a .csv/.tsv/.jsonl file (without --config).", show_default=False)] = None,
+    overrides: Overrides = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Look at this config's data.")] = None,  # noqa: UP045
-    overrides: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
-        "--set", help="A config override, key=value (repeatable).")] = None,
-    plot: Annotated[Path, typer.Option("--plot", help="Where to write the histogram PNG.")] = Path(
-        "data-inspect.png"),
+    plot: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--plot", help="Also draw the class counts (images) or token lengths (text) in this PNG.")] = None,
     as_json: JsonOpt = False, debug: DebugOpt = False, *, stdout: Console,
 ) -> None:
     """Classes and balance; image sizes, modes, duplicates, unreadable files; text lengths and padding."""
@@ -347,10 +346,15 @@ def data_inspect(
     from torchguide.data.survey import plot_survey, survey_config, survey_path
     from torchguide.errors import GuideError
 
-    if (path is None) == (config is None):
+    if config is not None:  # every word after the options is an override (the first one fills PATH)
+        report = survey_config(load_config(config, [path, *(overrides or [])] if path else overrides or []))
+    elif path is None:
         raise GuideError("give a PATH or --config (one of them)")
-    report = survey_path(path) if path is not None else survey_config(load_config(config, overrides or []))
-    report["plot"] = str(plot_survey(report, plot))
+    elif overrides:
+        raise GuideError(f"overrides ({' '.join(overrides)}) apply to a config", "give it with --config")
+    else:
+        report = survey_path(path)
+    report["plot"] = str(plot_survey(report, plot)) if plot is not None else None
     for split in report["splits"].values():
         split.pop("length_values", None)
     if as_json:

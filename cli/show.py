@@ -203,4 +203,5 @@ def show_survey(report: dict[str, Any], console: Console) -> None:
             console.print(f"  padding at batch {split['batch_size']}: {pads}")
             console.print(f"  suggested data.vocab.max_len: {split['suggested_max_len']} (covers 95% of texts)"
                           + (f"; now {split['max_len']}" if split["max_len"] else ""))
-    console.print(f"[dim]plot: {escape(report['plot'])}[/]")
+    if report.get("plot"):
+        console.print(f"[dim]plot: {escape(report['plot'])}[/]")

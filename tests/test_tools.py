@@ -162,8 +162,7 @@ def test_data_inspect_finds_imbalance_duplicates_and_unreadable_files(digits_dir
 
 def test_data_inspect_text_lengths_padding_and_max_len(reviews_dir: Path, tmp_path: Path) -> None:
     result = invoke("data", "inspect", "--config", ROOT / "configs/text/reviews.yaml",
-                    *[f"--set={o}" for o in reviews_overrides(reviews_dir, tmp_path)], "--plot", tmp_path / "len.png",
-                    "--json")
+                    *reviews_overrides(reviews_dir, tmp_path), "--plot", tmp_path / "len.png", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     train = report["splits"]["train"]
@@ -177,11 +176,23 @@ def test_data_inspect_text_lengths_padding_and_max_len(reviews_dir: Path, tmp_pa
     assert "suggested data.vocab.max_len" in table.stdout and f"plot: {tmp_path / 't.png'}" in table.stdout
 
 
+def test_data_inspect_draws_only_when_asked(digits_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = invoke("data", "inspect", digits_dir / "test", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["plot"] is None and not list(tmp_path.iterdir())
+    table = invoke("data", "inspect", digits_dir / "test")
+    assert table.stdout.startswith("data: 359 samples, 10 classes") and "plot:" not in table.stdout
+    assert not list(tmp_path.iterdir())
+
+
 def test_data_inspect_needs_one_source(tmp_path: Path) -> None:
     result = invoke("data", "inspect")
     assert result.exit_code == 2 and "give a PATH or --config" in result.stderr
     result = invoke("data", "inspect", tmp_path / "none.csv")
     assert result.exit_code == 2 and "does not exist" in result.stderr
+    result = invoke("data", "inspect", tmp_path / "none.csv", "data.loader.batch_size=8")
+    assert result.exit_code == 2 and "overrides (data.loader.batch_size=8) apply to a config" in result.stderr
 
 
 # ---------------------------------------------------------------- lr-find
