@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from cli.common import ConfigOpt, DebugOpt, Overrides, guarded_command
+from cli.common import ConfigOpt, DebugOpt, JsonOpt, Overrides, emit_json, escape, guarded_command
 
 
 @guarded_command
@@ -18,14 +18,18 @@ def eject_cmd(
     out: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--out", "-o", help="The script to write (default: print it on stdout).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
-    debug: DebugOpt = False, *, console: Console,
+    as_json: JsonOpt = False, debug: DebugOpt = False, *, console: Console,
 ) -> None:
     """Write the plain PyTorch script that trains this config, to read and keep: guide eject -c F --out train.py."""
     from torchguide.eject.script import eject, write_script
 
     text = eject(config, overrides or [], out, force)
-    if out is None:
+    lines = text.count("\n")
+    if out is not None:
+        write_script(text, out)
+    if as_json:
+        emit_json({"out": str(out) if out else None, "lines": lines, **({} if out else {"script": text})})
+    elif out is None:
         sys.stdout.write(text)
     else:
-        write_script(text, out)
-        console.print(f"wrote {out} ({text.count(chr(10))} lines): run it with python {out}")
+        console.print(f"wrote {escape(str(out))} ({lines} lines): run it with python {escape(str(out))}")

@@ -1,22 +1,25 @@
 """The `guide` command line: parse options, call torchguide, print.
 
-Human output goes to stderr, `--json` puts one summary on stdout. Failures the user can
-fix print one line and exit 2 (1 when a run fails); `--debug` shows the traceback.
+What a command exists to print goes to stdout (`--json`: one JSON document), progress and
+errors to stderr. Failures the user can fix print one line and exit 2 (1 when a run fails);
+`--debug` shows the traceback.
 torch is imported inside the commands only, so `guide --help` answers at once.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from typer.exceptions import TyperException
 
 from cli.common import ConfigOpt, DebugOpt, JsonOpt, Overrides, emit_json, escape, guarded_command, make_console
+from cli.complete import complete_kind, complete_layer, complete_name
 from cli.eject import eject_cmd
 from cli.export import export_cmd
 from cli.train import eval_cmd, predict_cmd, train_image, train_text
@@ -24,29 +27,60 @@ from torchguide import __version__
 
 
 class GuideGroup(TyperGroup):
-    """Usage errors (a missing option, a value out of range) print one `error:` line, like all others."""
+    """Usage errors (a missing option, a value out of range) print one `error:` line, like all others, and
+    with --json the JSON error object on stdout too; help shows flags without a value placeholder."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(self, args: Sequence[str] | None = None, *rest: Any, standalone_mode: bool = True,
+             **kwargs: Any) -> Any:
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(args, *rest, standalone_mode=False, **kwargs)
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(args, *rest, standalone_mode=False, **kwargs)
         except TyperException as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # bare `guide`: the help (already printed)
                 sys.exit(exc.exit_code)
             ctx = getattr(exc, "ctx", None)
-            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            hint = f"see `{ctx.command_path} --help`" if ctx is not None else None
             message = exc.format_message().rstrip(".")
-            make_console().print(f"[red]error:[/] {escape(message[:1].lower() + message[1:])}{where}")
-            sys.exit(getattr(exc, "exit_code", 2))
+            message = message[:1].lower() + message[1:]
+            code = getattr(exc, "exit_code", 2)
+            make_console().print(f"[red]error:[/] {escape(message)}" + (f" ({escape(hint)})" if hint else ""))
+            if "--json" in (sys.argv[1:] if args is None else args):
+                emit_json({"error": message, "hint": hint, "exit_code": code})
+            sys.exit(code)
         except typer.Abort:
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
+    def get_params(self, ctx: typer.Context) -> list[TyperOption | TyperArgument]:
+        return bare_flags(super().get_params(ctx))
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> TyperCommand | TyperGroup | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            bare_flags_below(command, ctx)
+        return command
+
+
+def bare_flags(params: list[TyperOption | TyperArgument]) -> list[TyperOption | TyperArgument]:
+    """Typer's rich help gives every option a type, so a flag read `--json <bool>` as if it took a
+    value: an empty metavar leaves a flag's type blank."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+def bare_flags_below(command: TyperCommand | TyperGroup, ctx: typer.Context) -> None:
+    """bare_flags for a command (its --help included) and, for a group, every command in it."""
+    bare_flags(command.get_params(ctx))
+    for sub in getattr(command, "commands", {}).values():
+        bare_flags_below(sub, ctx)
+
 
 app = typer.Typer(name="guide", help="Train PyTorch image and text classifiers from YAML configs, "
                   "and learn layers and shapes as you go.", no_args_is_help=True, cls=GuideGroup,
-                  add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
+                  rich_markup_mode="rich", pretty_exceptions_enable=False)
 config_app = typer.Typer(help="Show or validate a config; list or copy the shipped ones.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
@@ -84,12 +118,13 @@ def parse_kwargs(pairs: list[str]) -> dict[str, Any]:
 @app.command("inspect-layer")
 @guarded_command
 def inspect_layer_cmd(
-    name: Annotated[str, typer.Argument(help="Layer name: conv2d, linear, lstm, ... (`guide list layers`).")],
+    name: Annotated[str, typer.Argument(help="Layer name: conv2d, linear, lstm, ... (`guide list layers`).",
+                                        autocompletion=complete_layer)],
     args: Annotated[Optional[list[str]], typer.Argument(  # noqa: UP045
         help="Constructor arguments as key=value.", show_default=False)] = None,
     input_shape: Annotated[Optional[str], typer.Option(  # noqa: UP045
         "--input-shape", "-i", help="Input shape, e.g. 100,3,24,24.")] = None,
-    as_json: JsonOpt = False, debug: DebugOpt = False, *, console: Console,
+    as_json: JsonOpt = False, debug: DebugOpt = False, *, stdout: Console,
 ) -> None:
     """Build a torch layer by name, feed it random input, and explain the shapes."""
     from cli.show import show_layer
@@ -100,7 +135,7 @@ def inspect_layer_cmd(
     if as_json:
         emit_json(report)
     else:
-        show_layer(report, console)
+        show_layer(report, stdout)
 
 
 # ------------------------------------------------------------------ training (cli/train.py)
@@ -114,7 +149,7 @@ app.command("train-text")(train_text)
 @app.command("check")
 @guarded_command
 def check_cmd(config: ConfigOpt, overrides: Overrides = None, as_json: JsonOpt = False,
-              debug: DebugOpt = False, *, console: Console) -> None:
+              debug: DebugOpt = False, *, stdout: Console) -> None:
     """Build everything from a config, put one real batch forward and backward, and say what looks wrong."""
     from cli.show import show_check
     from torchguide.check import as_dicts, run_check
@@ -125,7 +160,7 @@ def check_cmd(config: ConfigOpt, overrides: Overrides = None, as_json: JsonOpt =
     if as_json:
         emit_json({"passed": not failed, "findings": as_dicts(findings)})
     else:
-        show_check(findings, console)
+        show_check(findings, stdout)
     if failed:
         raise typer.Exit(1)
 
@@ -142,7 +177,7 @@ def inspect_model_cmd(
     imports: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
         "--import", help="With --checkpoint: where the .py files its config imported are now, if they moved "
         "(a folder or a file, repeatable).", show_default=False)] = None,
-    as_json: JsonOpt = False, debug: DebugOpt = False, *, console: Console,
+    as_json: JsonOpt = False, debug: DebugOpt = False, *, stdout: Console,
 ) -> None:
     """Every layer of a model: output shape, parameters and FLOPs from one forward pass."""
     from cli.show import show_model
@@ -155,7 +190,7 @@ def inspect_model_cmd(
     if as_json:
         emit_json(report)
     else:
-        show_model(report, title, console)
+        show_model(report, title, stdout)
 
 
 @app.command("lr-find")
@@ -167,8 +202,8 @@ def lr_find_cmd(
     steps: Annotated[int, typer.Option("--steps", min=10, help="Steps at most (the test stops when the loss "
                                        "explodes).")] = 200,
     plot: Annotated[Optional[Path], typer.Option(  # noqa: UP045
-        "--plot", help="PNG of loss against lr (default: <output.dir>/<name>-lr-find.png).")] = None,
-    as_json: JsonOpt = False, debug: DebugOpt = False, *, console: Console,
+        "--plot", help="PNG of loss against lr (default: NAME-lr-find.png in the config's output.dir).")] = None,
+    as_json: JsonOpt = False, debug: DebugOpt = False, *, stdout: Console,
 ) -> None:
     """The learning-rate range test: a plot of loss against lr and the lr to use."""
     from torchguide.config import load_config
@@ -184,14 +219,14 @@ def lr_find_cmd(
         return
     end = f"the loss exploded at lr {result['lrs'][-1]:.2e}" if result["exploded"] else \
         f"reached lr {result['lrs'][-1]:.2e} without exploding"
-    console.print(f"{result['steps']} steps from lr {start_lr:.0e}: {end}; plot: {path}")
+    stdout.print(f"{result['steps']} steps from lr {start_lr:.0e}: {end}; plot: {escape(str(path))}")
     if result["suggested"] is None:
-        console.print("[yellow]no learning rate in this range lowered the loss[/]: widen --end-lr, "
-                      "or run `guide check` on this config")
+        stdout.print("[yellow]no learning rate in this range lowered the loss[/]: widen --end-lr, "
+                     "or run `guide check` on this config")
     else:
         lr = f"{result['suggested']:.2e}"
-        console.print(f"suggested lr [bold]{lr}[/] (steepest fall of the smoothed loss): "
-                      f"add optimizer.lr={lr}")
+        stdout.print(f"suggested lr [bold]{lr}[/] (steepest fall of the smoothed loss): "
+                     f"add optimizer.lr={lr}")
 
 
 # ------------------------------------------------------------------ eval / predict (cli/train.py)
@@ -208,43 +243,55 @@ app.command("eject")(eject_cmd)
 @guarded_command
 def list_cmd(
     kind: Annotated[Optional[str], typer.Argument(  # noqa: UP045
-        help="models, datasets, transforms, collates, samplers, losses, optimizers, schedulers, layers.")] = None,
-    as_json: JsonOpt = False, debug: DebugOpt = False, *, console: Console,
+        help="What to list: models, datasets, transforms, batch_transforms, collates, samplers, losses, optimizers, "
+        "schedulers, layers.", autocompletion=complete_kind, show_default=False)] = None,
+    pattern: Annotated[Optional[str], typer.Argument(  # noqa: UP045
+        metavar="filter", help="Only the names that contain this, in any case and ignoring _ and - "
+        "(`guide list optimizers adam`).", autocompletion=complete_name, show_default=False)] = None,
+    as_json: JsonOpt = False, debug: DebugOpt = False, *, console: Console, stdout: Console,
 ) -> None:
     """What the registries hold, with signatures and one-line descriptions."""
     from cli.show import show_list
     from torchguide.errors import GuideError
-    from torchguide.registry import REGISTRIES
+    from torchguide.registry import REGISTRIES, normalize
 
     if kind is None:
         counts = {k: len(r.names()) for k, r in REGISTRIES.items()}
         if as_json:
             emit_json(counts)
         else:
-            show_list({k: [] for k in counts}, console, counts)
+            show_list({k: [] for k in counts}, stdout, counts)
         return
     if kind not in REGISTRIES:
         raise GuideError(f"unknown kind {kind!r}", f"choose from {', '.join(REGISTRIES)}")
-    rows = [REGISTRIES[kind].describe(n) for n in REGISTRIES[kind].names()]
+    names = [n for n in REGISTRIES[kind].names() if normalize(pattern or "") in normalize(n)]
+    rows = [REGISTRIES[kind].describe(n) for n in names]
     if as_json:
         emit_json(rows)
+    elif rows:
+        show_list({kind: rows}, stdout)
     else:
-        show_list({kind: rows}, console)
+        console.print(f"no {kind} match {escape(repr(pattern))}: see `guide list {kind}`")
 
 
 @config_app.command("show")
 @guarded_command
-def config_show(config: ConfigOpt, overrides: Overrides = None, debug: DebugOpt = False) -> None:
+def config_show(config: ConfigOpt, overrides: Overrides = None, as_json: JsonOpt = False,
+                debug: DebugOpt = False) -> None:
     """Print the resolved config (defaults filled in, overrides applied) as YAML."""
     from torchguide.config import load_config, to_yaml
 
-    sys.stdout.write(to_yaml(load_config(config, overrides or [])))
+    cfg = load_config(config, overrides or [])
+    if as_json:
+        emit_json(cfg.model_dump(mode="json"))
+    else:
+        sys.stdout.write(to_yaml(cfg))
 
 
 @config_app.command("validate")
 @guarded_command
 def config_validate(config: ConfigOpt, overrides: Overrides = None, as_json: JsonOpt = False,
-                    debug: DebugOpt = False, *, console: Console) -> None:
+                    debug: DebugOpt = False, *, stdout: Console) -> None:
     """Check a config; exit 0 when it is valid, 2 with every problem listed when not."""
     from torchguide.config import load_config
 
@@ -252,8 +299,8 @@ def config_validate(config: ConfigOpt, overrides: Overrides = None, as_json: Jso
     if as_json:
         emit_json({"valid": True, "name": cfg.name})
     else:
-        console.print(f"[green]ok[/] {config}: valid ({cfg.model.name}, {cfg.loss.name}, "
-                      f"{cfg.optimizer.name})")
+        stdout.print(f"[green]ok[/] {escape(str(config))}: valid ({escape(cfg.model.name)}, "
+                     f"{escape(cfg.loss.name)}, {escape(cfg.optimizer.name)})")
 
 
 @config_app.command("list")
@@ -322,14 +369,13 @@ def data_reviews(out: OutOpt, as_json: JsonOpt = False, debug: DebugOpt = False,
 @data_app.command("inspect")
 @guarded_command
 def data_inspect(
-    path: Annotated[Optional[Path], typer.Argument(  # noqa: UP045
-        help="A folder of class folders, or a .csv/.tsv/.jsonl file.", show_default=False)] = None,
+    path: Annotated[Optional[str], typer.Argument(  # noqa: UP045
+        help="A folder of class folders, or a .csv/.tsv/.jsonl file (without --config).", show_default=False)] = None,
+    overrides: Overrides = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Look at this config's data.")] = None,  # noqa: UP045
-    overrides: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
-        "--set", help="A config override, key=value (repeatable).")] = None,
-    plot: Annotated[Path, typer.Option("--plot", help="Where to write the histogram PNG.")] = Path(
-        "data-inspect.png"),
-    as_json: JsonOpt = False, debug: DebugOpt = False, *, console: Console,
+    plot: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--plot", help="Also draw the class counts (images) or token lengths (text) in this PNG.")] = None,
+    as_json: JsonOpt = False, debug: DebugOpt = False, *, stdout: Console,
 ) -> None:
     """Classes and balance; image sizes, modes, duplicates, unreadable files; text lengths and padding."""
     from cli.show import show_survey
@@ -337,16 +383,21 @@ def data_inspect(
     from torchguide.data.survey import plot_survey, survey_config, survey_path
     from torchguide.errors import GuideError
 
-    if (path is None) == (config is None):
+    if config is not None:  # every word after the options is an override (the first one fills PATH)
+        report = survey_config(load_config(config, [path, *(overrides or [])] if path else overrides or []))
+    elif path is None:
         raise GuideError("give a PATH or --config (one of them)")
-    report = survey_path(path) if path is not None else survey_config(load_config(config, overrides or []))
-    report["plot"] = str(plot_survey(report, plot))
+    elif overrides:
+        raise GuideError(f"overrides ({' '.join(overrides)}) apply to a config", "give it with --config")
+    else:
+        report = survey_path(path)
+    report["plot"] = str(plot_survey(report, plot)) if plot is not None else None
     for split in report["splits"].values():
         split.pop("length_values", None)
     if as_json:
         emit_json(report)
     else:
-        show_survey(report, console)
+        show_survey(report, stdout)
 
 
 if __name__ == "__main__":  # `python -m cli.main`: how torch.distributed.run starts each rank

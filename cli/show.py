@@ -1,44 +1,75 @@
-"""How the command line draws results: rich tables on the given console (stderr)."""
+"""How the command line draws results: rich tables on a terminal, plain lines elsewhere.
+
+What comes from code, docstrings or data (type names, class names, paths) is escaped or given as
+Text, so rich reads no markup in it: `Union[int, float]` stays whole.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from torchguide.report import confusion_table, metrics_table, per_class_table
 
 
+def print_table(table: Table, console: Console, rows_only: bool = False) -> None:
+    """A table as rich draws it on a terminal. Elsewhere (a pipe, a file) one line a row, the cells apart
+    by a tab and never wrapped, so grep, cut and sort read it: the title and the header first, unless
+    `rows_only` (a listing, one entry a line)."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    lines = []
+    if table.title and not rows_only:
+        lines.append(plain(table.title))
+    if table.show_header and not rows_only:
+        lines.append("\t".join(plain(column.header) for column in table.columns))
+    for row in zip(*(column.cells for column in table.columns), strict=True):
+        lines.append("\t".join(plain(cell) for cell in row))
+    console.file.write("".join(line + "\n" for line in lines))  # as they are: rich would expand the tabs
+
+
+def plain(cell: RenderableType) -> str:
+    """A cell's text without its styles, on one line."""
+    if isinstance(cell, str):
+        cell = Text.from_markup(cell)
+    text = cell.plain if isinstance(cell, Text) else str(cell)
+    return " ".join(text.split("\n")).replace("\t", " ")
+
+
 def show_layer(report: dict[str, Any], console: Console) -> None:
-    console.print(f"[bold]{report['call']}[/]")
+    console.print(f"[bold]{escape(report['call'])}[/]")
     if report["picked"]:
-        console.print(f"[dim]picked arguments: {', '.join(report['picked'])} (pass name=value to change)[/]")
+        console.print(f"[dim]picked arguments: {escape(', '.join(report['picked']))} (pass name=value to change)[/]")
     table = Table(show_header=True, title_justify="left")
     for col in ("", "name", "shape", "dtype"):
         table.add_column(col)
     inp = report["input"]
-    table.add_row("input", "x" + (" (picked)" if inp["picked"] else ""), str(inp["shape"]), inp["dtype"])
+    table.add_row("input", "x" + (" (picked)" if inp["picked"] else ""), Text(str(inp["shape"])), Text(inp["dtype"]))
     for out in report["outputs"]:
-        table.add_row("output", out["name"], str(out["shape"]), out["dtype"] or "")
-    console.print(table)
+        table.add_row("output", Text(out["name"]), Text(str(out["shape"])), Text(out["dtype"] or ""))
+    print_table(table, console)
     if report["parameters"]:
         params = Table(title=f"trainable parameters: {report['trainable']:,}", title_justify="left")
         for col in ("parameter", "shape", "count"):
             params.add_column(col, justify="right" if col == "count" else "left")
         for p in report["parameters"]:
-            params.add_row(p["name"], str(p["shape"]), f"{p['count']:,}")
-        console.print(params)
+            params.add_row(Text(p["name"]), Text(str(p["shape"])), f"{p['count']:,}")
+        print_table(params, console)
     else:
         console.print("trainable parameters: 0")
     if report["flops"]:
         console.print(f"FLOPs (one forward pass of this input): {report['flops']:,}")
     if report["doc"]:
-        console.print(f"[dim]{report['doc']}[/]")
+        console.print(f"[dim]{escape(report['doc'])}[/]")
 
 
 def show_summary(summary: dict[str, Any], console: Console) -> None:
-    table = Table(title=f"run {summary['name']}", show_header=False, title_justify="left")
+    table = Table(title=f"run {escape(summary['name'])}", show_header=False, title_justify="left")
     table.add_column("", style="bold")
     table.add_column("")
     final = summary["final"]
@@ -60,8 +91,8 @@ def show_summary(summary: dict[str, Any], console: Console) -> None:
     if summary.get("run_dir"):
         rows.append(("run directory", summary["run_dir"]))
     for key, value in rows:
-        table.add_row(key, value)
-    console.print(table)
+        table.add_row(key, Text(value))
+    print_table(table, console)
 
 
 def pair(a: float | None, b: float | None) -> str:
@@ -69,13 +100,14 @@ def pair(a: float | None, b: float | None) -> str:
 
 
 def show_eval(result: dict[str, Any], console: Console) -> None:
-    console.print(metrics_table(result, f"evaluation of {result['checkpoint']} on {result['data']}"))
-    console.print(per_class_table(result))
+    print_table(metrics_table(result, f"evaluation of {escape(result['checkpoint'])} on {escape(result['data'])}"),
+                console)
+    print_table(per_class_table(result), console)
     matrix = confusion_table(result)
     if matrix is not None:
-        console.print(matrix)
+        print_table(matrix, console)
     if result.get("predictions"):
-        console.print(f"predictions written to {result['predictions']}")
+        console.print(f"predictions written to {escape(result['predictions'])}")
 
 
 def show_predictions(rows: list[dict[str, Any]], console: Console) -> None:
@@ -86,9 +118,9 @@ def show_predictions(rows: list[dict[str, Any]], console: Console) -> None:
     table.add_column("top classes")
     for row in rows:
         top = row["top"]
-        table.add_row(row["input"], top[0]["class"], f"{top[0]['probability']:.3f}",
-                      ", ".join(f"{t['class']} {t['probability']:.3f}" for t in top[1:]))
-    console.print(table)
+        table.add_row(Text(row["input"]), Text(top[0]["class"]), f"{top[0]['probability']:.3f}",
+                      Text(", ".join(f"{t['class']} {t['probability']:.3f}" for t in top[1:])))
+    print_table(table, console)
 
 
 def show_list(groups: dict[str, list[dict[str, str]]], console: Console,
@@ -99,7 +131,7 @@ def show_list(groups: dict[str, list[dict[str, str]]], console: Console,
         table.add_column("entries", justify="right")
         for kind, n in counts.items():
             table.add_row(kind, str(n))
-        console.print(table)
+        print_table(table, console, rows_only=True)
         return
     for kind, rows in groups.items():
         table = Table(title=f"{kind} ({len(rows)})", title_justify="left")
@@ -107,22 +139,20 @@ def show_list(groups: dict[str, list[dict[str, str]]], console: Console,
         table.add_column("signature", overflow="fold")
         table.add_column("description", overflow="fold")
         for row in rows:
-            table.add_row(row["name"], row["signature"], row["summary"])
-        console.print(table)
+            table.add_row(Text(row["name"]), Text(row["signature"]), Text(row["summary"]))
+        print_table(table, console, rows_only=True)
 
 
 MARKS = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
 
 
 def show_check(findings: list[Any], console: Console) -> None:
-    from rich.markup import escape
-
     table = Table(show_header=True, title_justify="left")
     for col in ("", "area", "finding", "fix"):
         table.add_column(col, overflow="fold")
     for f in findings:
-        table.add_row(MARKS[f.status], f.area, escape(f.text), escape(f.fix or ""))
-    console.print(table)
+        table.add_row(MARKS[f.status], Text(f.area), Text(f.text), Text(f.fix or ""))
+    print_table(table, console)
     failed = [f for f in findings if f.status == "fail"]
     warned = [f for f in findings if f.status == "warn"]
     if failed:
@@ -133,22 +163,20 @@ def show_check(findings: list[Any], console: Console) -> None:
 
 
 def show_model(report: dict[str, Any], title: str, console: Console) -> None:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=escape(title), title_justify="left")
     for col in ("layer", "type", "output shape", "parameters", "FLOPs"):
         table.add_column(col, justify="right" if col in ("parameters", "FLOPs") else "left")
     for row in report["layers"]:
         calls = f" (x{row['calls']})" if row["calls"] > 1 else ""
-        table.add_row(row["name"], row["type"] + calls, str(row["output"]), f"{row['parameters']:,}",
-                      f"{row['flops']:,}")
-    console.print(table)
-    console.print(f"input {report['input']}; parameters {report['parameters']:,} ({report['trainable']:,} "
+        table.add_row(Text(row["name"]), Text(row["type"] + calls), Text(str(row["output"])),
+                      f"{row['parameters']:,}", f"{row['flops']:,}")
+    print_table(table, console)
+    console.print(f"input {escape(str(report['input']))}; parameters {report['parameters']:,} ({report['trainable']:,} "
                   f"trainable), {report['size_mb']:.2f} MB; {report['flops']:,} FLOPs for a batch of "
                   f"{report['batch']} ({report['flops'] // max(report['batch'], 1):,} a sample)")
 
 
 def show_survey(report: dict[str, Any], console: Console) -> None:
-    from rich.markup import escape
-
     for name, split in report["splits"].items():
         counts = split["classes"]
         shown = ", ".join(f"{c} {n}" for c, n in list(counts.items())[:12]) + (" ..." if len(counts) > 12 else "")
@@ -175,4 +203,5 @@ def show_survey(report: dict[str, Any], console: Console) -> None:
             console.print(f"  padding at batch {split['batch_size']}: {pads}")
             console.print(f"  suggested data.vocab.max_len: {split['suggested_max_len']} (covers 95% of texts)"
                           + (f"; now {split['max_len']}" if split["max_len"] else ""))
-    console.print(f"[dim]plot: {report['plot']}[/]")
+    if report.get("plot"):
+        console.print(f"[dim]plot: {escape(report['plot'])}[/]")

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from cli.common import ConfigOpt, DebugOpt, JsonOpt, Overrides, QuietOpt, emit_json, guarded_command
+from cli.common import ConfigOpt, DebugOpt, JsonOpt, Overrides, QuietOpt, emit_json, escape, guarded_command
 
 ResumeOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
     "--resume", help="Checkpoint to continue from, or `auto` for the newest last.pt of this run.")]
@@ -69,10 +69,13 @@ def eval_cmd(
     split: Annotated[str, typer.Option("--split", help="Split of the config: test or valid.")] = "test",
     predictions: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--predictions", help="Write one row per sample to this CSV.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1)] = None,  # noqa: UP045
+    batch_size: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        "--batch-size", min=1, help="Samples per batch (default: data.loader.eval_batch_size of the checkpoint's "
+        "config, else its batch_size).")] = None,
     plot: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--plot", help="Draw the confusion matrix to this PNG file.")] = None,
     imports: ImportOpt = None, as_json: JsonOpt = False, debug: DebugOpt = False, *, console: Console,
+    stdout: Console,
 ) -> None:
     """Loss, accuracy, per-class scores and the confusion matrix of a checkpoint on data."""
     from cli.show import show_eval
@@ -83,9 +86,9 @@ def eval_cmd(
     if as_json:
         emit_json({k: v for k, v in result.items() if k not in ("probs", "indices")})
     else:
-        show_eval(result, console)
+        show_eval(result, stdout)
         if result.get("plot"):
-            console.print(f"confusion matrix drawn to {result['plot']}")
+            console.print(f"confusion matrix drawn to {escape(str(result['plot']))}")
 
 
 @guarded_command
@@ -96,7 +99,7 @@ def predict_cmd(
     file: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--file", help="Read inputs from this file, one per line.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes to show per input.")] = 3,
-    imports: ImportOpt = None, as_json: JsonOpt = False, debug: DebugOpt = False, *, console: Console,
+    imports: ImportOpt = None, as_json: JsonOpt = False, debug: DebugOpt = False, *, stdout: Console,
 ) -> None:
     """Top-k classes with probabilities for images or texts."""
     from cli.show import show_predictions
@@ -113,4 +116,4 @@ def predict_cmd(
     if as_json:
         emit_json(rows)
     else:
-        show_predictions(rows, console)
+        show_predictions(rows, stdout)

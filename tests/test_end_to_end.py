@@ -58,7 +58,7 @@ def test_image_eval_and_predictions(image_run: Path, digits_dir: Path, tmp_path:
     rows = list(csv.DictReader((tmp_path / "p.csv").open()))
     assert len(rows) == 359 and set(rows[0]) == {"input", "true", "predicted", "confidence"}
     table = run("eval", "--checkpoint", str(best), "--data", str(digits_dir / "train"))
-    assert "confusion matrix" in table.stderr
+    assert "confusion matrix" in table.stdout
 
 
 def test_image_predict(image_run: Path, digits_dir: Path) -> None:

@@ -96,7 +96,8 @@ def test_check_warns_without_failing_and_draws_a_table(digits_dir: Path, tmp_pat
     (warning,) = [f for f in json.loads(result.stdout)["findings"] if f["status"] != "ok"]
     assert warning["status"] == "warn" and "ends with LogSoftmax" in warning["text"]
     table = invoke(*args)
-    assert table.exit_code == 0 and "warn" in table.stderr and "check passed with 1 warning(s)" in table.stderr
+    assert table.exit_code == 0 and "check passed with 1 warning(s)" in table.stdout
+    assert any(line.startswith("warn\t") for line in table.stdout.splitlines())  # piped: one finding a line
 
 
 # ---------------------------------------------------------------- inspect-model
@@ -113,7 +114,7 @@ def test_inspect_model_lists_layers_shapes_parameters_and_flops(digits_dir: Path
     assert report["parameters"] == sum(row["parameters"] for row in report["layers"])
     table = invoke("inspect-model", "--config", ROOT / "configs/image/digits.yaml",
                    *digits_overrides(digits_dir, tmp_path))
-    assert "features.0.0" in table.stderr and "Conv2d" in table.stderr and "FLOPs" in table.stderr
+    assert "features.0.0\tConv2d\t" in table.stdout and "FLOPs" in table.stdout and table.stderr == ""
 
 
 def test_inspect_model_names_the_layer_that_breaks(digits_dir: Path, tmp_path: Path) -> None:
@@ -161,8 +162,7 @@ def test_data_inspect_finds_imbalance_duplicates_and_unreadable_files(digits_dir
 
 def test_data_inspect_text_lengths_padding_and_max_len(reviews_dir: Path, tmp_path: Path) -> None:
     result = invoke("data", "inspect", "--config", ROOT / "configs/text/reviews.yaml",
-                    *[f"--set={o}" for o in reviews_overrides(reviews_dir, tmp_path)], "--plot", tmp_path / "len.png",
-                    "--json")
+                    *reviews_overrides(reviews_dir, tmp_path), "--plot", tmp_path / "len.png", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     train = report["splits"]["train"]
@@ -173,7 +173,17 @@ def test_data_inspect_text_lengths_padding_and_max_len(reviews_dir: Path, tmp_pa
     assert train["padding"]["length_buckets"] < train["padding"]["random"] / 2
     assert (tmp_path / "len.png").read_bytes().startswith(PNG)
     table = invoke("data", "inspect", str(reviews_dir / "train.csv"), "--plot", tmp_path / "t.png")
-    assert "suggested data.vocab.max_len" in table.stderr
+    assert "suggested data.vocab.max_len" in table.stdout and f"plot: {tmp_path / 't.png'}" in table.stdout
+
+
+def test_data_inspect_draws_only_when_asked(digits_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = invoke("data", "inspect", digits_dir / "test", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["plot"] is None and not list(tmp_path.iterdir())
+    table = invoke("data", "inspect", digits_dir / "test")
+    assert table.stdout.startswith("data: 359 samples, 10 classes") and "plot:" not in table.stdout
+    assert not list(tmp_path.iterdir())
 
 
 def test_data_inspect_needs_one_source(tmp_path: Path) -> None:
@@ -181,6 +191,8 @@ def test_data_inspect_needs_one_source(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "give a PATH or --config" in result.stderr
     result = invoke("data", "inspect", tmp_path / "none.csv")
     assert result.exit_code == 2 and "does not exist" in result.stderr
+    result = invoke("data", "inspect", tmp_path / "none.csv", "data.loader.batch_size=8")
+    assert result.exit_code == 2 and "overrides (data.loader.batch_size=8) apply to a config" in result.stderr
 
 
 # ---------------------------------------------------------------- lr-find
@@ -195,12 +207,12 @@ def test_lr_find_suggests_a_rate_and_plots(digits_dir: Path, tmp_path: Path) -> 
     assert Path(report["plot"]).read_bytes().startswith(PNG)
     text = invoke("lr-find", "--config", ROOT / "configs/image/digits.yaml", *digits_overrides(digits_dir, tmp_path),
                   "--steps", "120")
-    assert "add optimizer.lr=" in text.stderr
+    assert "add optimizer.lr=" in text.stdout
 
 
 def test_lr_find_says_when_nothing_in_the_range_helps(digits_dir: Path, tmp_path: Path) -> None:
     result = invoke("lr-find", "--config", ROOT / "configs/image/digits.yaml", *digits_overrides(digits_dir, tmp_path),
                     "--end-lr", "1e-6", "--steps", "30", "--plot", tmp_path / "flat.png")
     assert result.exit_code == 0, result.output
-    assert "no learning rate in this range lowered the loss" in result.stderr
+    assert "no learning rate in this range lowered the loss" in result.stdout
     assert (tmp_path / "flat.png").read_bytes().startswith(PNG)

@@ -190,6 +190,7 @@ def train_one_epoch(run: Run, progress: TrainProgress, watch: Watch, saver: Save
             progress.update(state.batch, {**values, "rate": rate, "flops": rate * run.train_flops})
         if cfg.max_steps and state.step >= cfg.max_steps:
             break
+    progress.reached(state.batch)  # the bar ends where the epoch did, not at its last redraw
     state.meter = meter.state()
     values = meter.reduced()  # a collective under DDP
     check_loss(run, saver, values["loss"])

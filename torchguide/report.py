@@ -25,6 +25,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from torchguide.device import matmul_peak, utilisation
 from torchguide.files import make_folder, write_atomic, write_text_atomic
@@ -37,7 +38,12 @@ PLAIN_EVERY_S = 10.0  # plain lines: at most one every 10 s
 
 
 class TrainProgress:
-    """Epoch and batch bars (or plain lines) for one run."""
+    """Epoch and batch bars (or plain lines) for one run.
+
+    Bars redraw a few times a second, so the last redraw of an epoch is some batches before its end:
+    `reached` says where the epoch truly ended, and the bars are drawn there before its table row
+    and when they stop.
+    """
 
     def __init__(self, console: Console, epochs: int, unit: str = "samples", quiet: bool = False) -> None:
         self.console, self.epochs, self.unit, self.quiet = console, epochs, unit, quiet
@@ -45,6 +51,7 @@ class TrainProgress:
         self.progress: Progress | None = None
         self.last = 0.0
         self.header_printed = False
+        self.epoch, self.batches, self.done = 0, 0, 0
 
     def __enter__(self) -> TrainProgress:
         if self.bars:
@@ -59,10 +66,11 @@ class TrainProgress:
 
     def __exit__(self, *exc: object) -> None:
         if self.progress:
+            self.draw_end()
             self.progress.stop()
 
     def start_epoch(self, epoch: int, batches: int, done: int = 0) -> None:
-        self.epoch, self.batches = epoch, batches
+        self.epoch, self.batches, self.done = epoch, batches, done
         if self.progress:
             self.progress.update(self.epoch_task, completed=epoch)
             self.progress.reset(self.batch_task, total=batches, completed=done,
@@ -78,6 +86,7 @@ class TrainProgress:
         return False
 
     def update(self, done: int, stats: dict[str, float]) -> None:
+        self.done = done
         text = format_stats(stats, self.unit)
         if self.progress:
             self.progress.update(self.batch_task, completed=done, stats=text)
@@ -86,9 +95,20 @@ class TrainProgress:
             self.console.print(f"epoch {self.epoch + 1}/{self.epochs} batch {done}/{self.batches} {text}",
                                highlight=False)
 
+    def reached(self, done: int) -> None:
+        """The epoch's batches ended at `done` (its last redraw may be some batches back)."""
+        self.done = done
+
+    def draw_end(self) -> None:
+        """The batch bar at the count the epoch reached, redrawn now."""
+        if self.progress:
+            self.progress.update(self.batch_task, completed=self.done)
+            self.progress.refresh()
+
     def end_epoch(self, row: dict[str, Any]) -> None:
         if self.progress:
             self.progress.update(self.epoch_task, completed=row["epoch"])
+            self.draw_end()
         if not self.quiet:
             self.console.print(epoch_table(row, header=not self.header_printed))
             self.header_printed = True
@@ -292,7 +312,7 @@ def per_class_table(result: dict[str, Any]) -> Table:
     for col in ("class", "precision", "recall", "f1", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for row in result["per_class"]:
-        table.add_row(row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
+        table.add_row(Text(row["class"]), f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
                       str(row["support"]))
     return table
 
@@ -305,11 +325,11 @@ def confusion_table(result: dict[str, Any], max_classes: int = 20) -> Table | No
     table = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
     table.add_column("", style="bold")
     for c in classes:
-        table.add_column(c[:8], justify="right")
+        table.add_column(Text(c[:8]), justify="right")  # class names are data: Text, never markup
     for i, c in enumerate(classes):
         cells = [f"[green]{v}[/]" if i == j and v else (str(v) if v else "[dim]0[/]")
                  for j, v in enumerate(matrix[i])]
-        table.add_row(c[:12], *cells)
+        table.add_row(Text(c[:12]), *cells)
     return table
 
 
