@@ -119,6 +119,7 @@ def test_image_facts_of_train_and_test_folders(tmp_path: Path) -> None:
     ("loose images", "holds 2 images but no class folders"),
     ("one class", "has only one class"),
     ("missing", "does not exist"),
+    ("text files", "holds no class folders: for text files use guide train-text --data"),
 ])
 def test_image_folders_that_cannot_be_trained_are_refused(tmp_path: Path, layout: str, message: str) -> None:
     root = tmp_path / "imgs"
@@ -129,8 +130,11 @@ def test_image_folders_that_cannot_be_trained_are_refused(tmp_path: Path, layout
             Image.new("L", (4, 4)).save(root / f"{i}.png")
     if layout == "one class":
         write_images(root, {"only": 3})
-    with pytest.raises(DataError, match=message):
+    if layout == "text files":
+        write_csv(root / "train.csv", review_rows())
+    with pytest.raises(DataError) as error:
         image_facts(root)
+    assert message in error.value.lines()[0]
 
 
 # ------------------------------------------------------------------ text columns
@@ -189,6 +193,10 @@ def test_a_folder_of_text_files_needs_a_train_file(tmp_path: Path) -> None:
     write_csv(tmp_path / "all.csv", review_rows())
     with pytest.raises(DataError, match=r"has no train.csv.*\(it has all.csv\)"):
         text_facts(tmp_path)
+    write_images(tmp_path / "images", {"a": 1, "b": 1})
+    with pytest.raises(DataError) as error:
+        text_facts(tmp_path / "images")
+    assert error.value.hint == "for a folder of image folders use guide train-image --data"
 
 
 # ------------------------------------------------------------------ text choices (pure)

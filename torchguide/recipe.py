@@ -139,8 +139,10 @@ def read_image_folder(root: Path) -> ImageSamples:
     """The training images, or a DataError that says how to lay a folder out for --data."""
     if not any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
         images = sum(1 for p in root.iterdir() if is_image(p))
+        texts = any(p.suffix.lower() in TEXT_FILES for p in root.iterdir())
         found = f"{images} images but no class folders" if images else "no class folders"
         raise DataError(f"--data {root} holds {found}",
+                        "for text files use guide train-text --data" if texts and not images else
                         f"put each class's images in a folder of its own ({root}/<class>/<image>.png), "
                         "or train/ and test/ folders of class folders")
     try:
@@ -314,8 +316,10 @@ def text_files(path: str | Path) -> dict[str, Path]:
             found[split] = file
     if "train" not in found:
         listed = sorted(p.name for p in given.iterdir() if p.suffix.lower() in TEXT_FILES)
+        folders = not listed and any(p.is_dir() for p in given.iterdir())
         raise DataError(f"--data {path} has no train.csv, train.tsv or train.jsonl"
                         + (f" (it has {', '.join(listed[:5])})" if listed else ""),
+                        "for a folder of image folders use guide train-image --data" if folders else
                         "name the training file train.csv (valid.csv and test.csv beside it), or give the file itself")
     return found
 
@@ -470,7 +474,7 @@ def choose_text_recipe(facts: TextFacts) -> Recipe:
         why = (f"fewer than {BILSTM_MIN_TEXTS:,}: a bag of embeddings does as well as a BiLSTM, 10x faster"
                if n < BILSTM_MIN_TEXTS else f"p95 over {BILSTM_MAX_TOKENS} tokens: too long for a BiLSTM on a CPU")
         reasons["model"] = f"{described}; {why}: embedding_bag (model.name=bilstm to compare)"
-        epochs = min(20, max(4, math.ceil(100_000 / n)))
+        epochs = min(20, max(4, math.ceil(60_000 / n)))
         train = {"epochs": epochs}
     warmup = max(10, round(0.05 * epochs * steps))
     raw = {"name": facts.name, "seed": 0, "data": data, "model": model, "loss": {"name": "cross_entropy"},
