@@ -478,9 +478,10 @@ def choose_text_recipe(facts: TextFacts) -> Recipe:
         train = {"epochs": epochs}
     warmup = max(10, round(0.05 * epochs * steps))
     raw = {"name": facts.name, "seed": 0, "data": data, "model": model, "loss": {"name": "cross_entropy"},
-           "optimizer": {"name": "adamw", "lr": 3.0e-3 if not bilstm else 1.0e-3, "weight_decay": 0.1},
+           "optimizer": {"name": "adamw", "lr": 1.0e-3 if bilstm else 1.0e-2, "weight_decay": 0.1},
            "scheduler": {"name": "linear_warmup", "warmup_steps": warmup}, "train": train}
-    reasons["optimizer"] = "adamw, weight decay 0.1 against over-fitting the word embeddings"
+    reasons["optimizer"] = ("adamw, lr " + ("1e-3" if bilstm else "1e-2 (a bag of embeddings wants a high one)")
+                            + ", weight decay 0.1 against over-fitting the word embeddings")
     reasons["scheduler"] = f"linear warmup over {warmup} steps (5%), then cosine decay to zero"
     reasons["train.epochs"] = f"{epochs} epochs, {epochs * steps:,} steps; the best epoch on validation is kept"
     return Recipe("text", raw, reasons)
