@@ -226,6 +226,18 @@ def test_many_short_texts_get_the_bilstm_and_long_ones_the_bag() -> None:
     assert long.raw["model"]["name"] == "embedding_bag" and long.raw["data"]["vocab"]["max_len"] == 512
 
 
+@pytest.mark.parametrize("recipe", [
+    choose_image_recipe(image_facts_of((8, 8), 1440)),
+    choose_image_recipe(image_facts_of((28, 28), 30_000, sizes=2)),
+    choose_image_recipe(image_facts_of((300, 400), 2000, classes=5, mode="L", splits=("train", "valid", "test"))),
+    choose_text_recipe(text_facts_of(10_000, 39)),
+    choose_text_recipe(text_facts_of(40_000, 60, files=("train", "valid", "test"))),
+], ids=["digits", "many-small", "large-gray", "bag", "bilstm"])
+def test_every_kind_of_recipe_is_a_valid_config(recipe) -> None:
+    config = load_config(None, [], task=recipe.task, raw=recipe.raw)
+    assert config.model.name == recipe.raw["model"]["name"]
+
+
 # ------------------------------------------------------------------ the printed config
 
 def test_the_printed_config_is_the_config_with_a_reason_per_choice() -> None:

@@ -471,9 +471,9 @@ def choose_text_recipe(facts: TextFacts) -> Recipe:
         reasons["train.grad_clip"] = "clip gradients at norm 1, as recurrent networks want"
     else:
         model = {"name": "embedding_bag", "dim": 64}
-        why = (f"fewer than {BILSTM_MIN_TEXTS:,}: a bag of embeddings does as well as a BiLSTM, 10x faster"
-               if n < BILSTM_MIN_TEXTS else f"p95 over {BILSTM_MAX_TOKENS} tokens: too long for a BiLSTM on a CPU")
-        reasons["model"] = f"{described}; {why}: embedding_bag (model.name=bilstm to compare)"
+        why = (f"under {BILSTM_MIN_TEXTS:,} texts a BiLSTM does no better, at 10x the time" if n < BILSTM_MIN_TEXTS
+               else f"over {BILSTM_MAX_TOKENS} tokens is long for a BiLSTM on a CPU")
+        reasons["model"] = f"{described}: embedding_bag ({why}; `model={{name: bilstm}}` to compare)"
         epochs = min(20, max(4, math.ceil(60_000 / n)))
         train = {"epochs": epochs}
     warmup = max(10, round(0.05 * epochs * steps))
@@ -481,7 +481,7 @@ def choose_text_recipe(facts: TextFacts) -> Recipe:
            "optimizer": {"name": "adamw", "lr": 1.0e-3 if bilstm else 1.0e-2, "weight_decay": 0.1},
            "scheduler": {"name": "linear_warmup", "warmup_steps": warmup}, "train": train}
     reasons["optimizer"] = ("adamw, lr " + ("1e-3" if bilstm else "1e-2 (a bag of embeddings wants a high one)")
-                            + ", weight decay 0.1 against over-fitting the word embeddings")
+                            + ", weight decay 0.1")
     reasons["scheduler"] = f"linear warmup over {warmup} steps (5%), then cosine decay to zero"
     reasons["train.epochs"] = f"{epochs} epochs, {epochs * steps:,} steps; the best epoch on validation is kept"
     return Recipe("text", raw, reasons)
