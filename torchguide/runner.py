@@ -34,8 +34,8 @@ from torchguide.rundir import clean_leftovers, find_resume, leftovers_note, new_
 from torchguide.usercode import import_checkpoint_code
 
 
-def processes_wanted(task: str, path: str | Path, overrides: list[str], nproc: int | None,
-                     resume: str | None = None) -> int:
+def processes_wanted(task: str, path: str | Path | None, overrides: list[str], nproc: int | None,
+                     resume: str | None = None, raw: dict[str, Any] | None = None) -> int:
     """How many local processes `guide train-*` should start; 1 means: train in this one.
 
     `--nproc N` asks for N; without it a machine with several GPUs gets one process per
@@ -47,7 +47,7 @@ def processes_wanted(task: str, path: str | Path, overrides: list[str], nproc: i
             raise GuideError("--nproc inside a torchrun job", "drop --nproc: torchrun started the processes already")
         return 1
     import_resume_code(resume)
-    config = load_config(path, overrides, task=task)
+    config = load_config(path, overrides, task=task, raw=raw)
     if nproc:
         if nproc > 1 and config.train.strategy in ("single", "dp"):
             raise ConfigError(f"train.strategy: {config.train.strategy} cannot run in --nproc {nproc} processes",
@@ -59,15 +59,16 @@ def processes_wanted(task: str, path: str | Path, overrides: list[str], nproc: i
     return gpus if config.train.strategy in ("auto", "ddp") and gpus > 1 else 1
 
 
-def train_from_config(task: str, path: str | Path, overrides: list[str], *, resume: str | None = None,
-                      console: Console, quiet: bool = False) -> dict[str, Any]:
-    """Load and check the config, build the run, train, then test the best checkpoint.
+def train_from_config(task: str, path: str | Path | None, overrides: list[str], *, resume: str | None = None,
+                      console: Console, quiet: bool = False, raw: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load and check the config (the file `path`, or the mapping `raw`), build the run, train, then test the
+    best checkpoint.
 
     Under torchrun (or `--nproc`) this runs in every process: DDP on each rank's shard,
     rank 0 writing the run directory and printing.
     """
     import_resume_code(resume)
-    config = load_config(path, overrides, task=task)
+    config = load_config(path, overrides, task=task, raw=raw)
     dist, device = distributed.setup(config.train.strategy, config.train.device)
     try:
         return train_job(config, task, path, overrides, resume, dist, device, console, quiet or not dist.is_main)
@@ -165,7 +166,8 @@ def stopped(run: Run, exc: Interrupted, task: str, path: str | Path, overrides: 
     state = run.state
     nproc = distributed.relaunched_nproc()
     launcher = ["guide"] + (["--nproc", str(nproc)] if nproc else [])
-    command = shlex.join([*launcher, f"train-{task}", "--config", str(path), *overrides,
+    config = path if path is not None else run.run_dir / "config.yaml"  # a config given as a mapping is there
+    command = shlex.join([*launcher, f"train-{task}", "--config", str(config), *overrides,
                           "--resume", str(exc.checkpoint)])
     if distributed.launched() and nproc is None:
         command += " (under the same torchrun launch)"

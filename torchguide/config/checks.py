@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from torchguide.config.schema import Component, ModelSection, OptimizerSection
+from torchguide.config.schema import Component, ModelSection, OptimizerSection, ValidSpec
 from torchguide.registry import (
     BATCH_TRANSFORMS,
     COLLATES,
@@ -92,7 +92,9 @@ def section_at(raw: dict[str, Any], path: str) -> Any:
     return node
 
 
-SECTION_TYPES: dict[str, type[Component]] = {"model": ModelSection, "optimizer": OptimizerSection}
+# `split: null` beside a dataset's name is how a resolved config (a run's config.yaml) writes data.valid
+SECTION_TYPES: dict[str, type[Component | ValidSpec]] = {"model": ModelSection, "optimizer": OptimizerSection,
+                                                         "data.valid": ValidSpec}
 
 
 def check_components(raw: dict[str, Any], task: str | None = None,
