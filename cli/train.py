@@ -18,7 +18,8 @@ ResumeOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
 NprocOpt = Annotated[Optional[int], typer.Option(  # noqa: UP045
     "--nproc", min=1, help="Train in N processes on this machine (DDP, started through torch.distributed.run).")]
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="A checkpoint written by guide (best.pt).")]
-TrainConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file.")]  # noqa: UP045
+TrainConfigOpt = Annotated[Optional[Path], typer.Option(  # noqa: UP045
+    "--config", "-c", help="YAML config file, or a shipped config by name: image/digits (`guide config list`).")]
 DataOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
     "--data", help="Train on this data with a config chosen from it (printed first), instead of --config.")]
 TextColOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
