@@ -122,8 +122,9 @@ def is_random(name: str) -> bool:
     return name.startswith("random") or name in RANDOM
 
 
-def build_pipeline(items: list[Any] | None) -> Pipeline:
-    """The transforms of a config, completed to produce float32 tensors (see module doc), in parts."""
+def completed_steps(items: list[Any] | None) -> tuple[list[tuple[str, dict[str, Any]]], list[str], int]:
+    """The transforms of a config completed to produce float32 tensors (see module doc): the steps as
+    (name, kwargs), their registry keys, and where the tail that runs on whole batches begins."""
     steps = [(it, {}) if isinstance(it, str) else (it.name, it.kwargs) for it in (items or [])]
     names = [key(n) for n, _ in steps]
     if not CONVERTS_IMAGE & set(names):
@@ -136,6 +137,12 @@ def build_pipeline(items: list[Any] | None) -> Pipeline:
     tail = len(steps)
     while tail > 0 and names[tail - 1] in BATCH_STEPS:
         tail -= 1
+    return steps, names, tail
+
+
+def build_pipeline(items: list[Any] | None) -> Pipeline:
+    """The transforms of a config, completed to produce float32 tensors (see module doc), in parts."""
+    steps, names, tail = completed_steps(items)
     first_random = next((i for i, n in enumerate(names[:tail]) if is_random(n)), tail)
     built = [build_transform(n, **kw) for n, kw in steps]
     return Pipeline(compose(built[:first_random]), compose(built[first_random:tail]),

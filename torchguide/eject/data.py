@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from torchguide.data.transforms import BATCH_STEPS, CONVERTS_DTYPE, CONVERTS_IMAGE, key
+from torchguide.data.transforms import completed_steps
 from torchguide.eject import blocks
 from torchguide.eject.plan import (
     Facts,
@@ -150,18 +150,7 @@ def transform_constants(script: Script, facts: Facts) -> str:
 
 def pipeline(script: Script, items: list[Any] | None) -> tuple[str, str]:
     """(per-image Compose, per-batch Compose) source for a transform list, completed like build_pipeline."""
-    steps = [(it, {}) if isinstance(it, str) else (it.name, it.kwargs) for it in (items or [])]
-    names = [key(n) for n, _ in steps]
-    if not CONVERTS_IMAGE & set(names):
-        steps.insert(0, ("to_image", {}))
-        names.insert(0, "toimage")
-    if not CONVERTS_DTYPE & set(names):
-        at = names.index("normalize") if "normalize" in names else len(steps)
-        steps.insert(at, ("to_dtype", {"dtype": "float32", "scale": True}))
-        names.insert(at, "todtype")
-    tail = len(steps)
-    while tail > 0 and names[tail - 1] in BATCH_STEPS:
-        tail -= 1
+    steps, _, tail = completed_steps(items)
     calls = [transform_call(script, name, kwargs) for name, kwargs in steps]
     per_image = f"v2.Compose([{', '.join(calls[:tail])}])" if tail else "v2.Identity()"
     per_batch = f"v2.Compose([{', '.join(calls[tail:])}])" if tail < len(calls) else "v2.Identity()"
