@@ -19,8 +19,6 @@ from torchguide.eject.plan import (
 )
 from torchguide.registry import BATCH_TRANSFORMS, LOSSES
 
-GUIDE_DATASETS = {"image_folder", "image_glob", "image_csv", "text_csv", "token_ids", "random_sequences"}
-
 
 def write_batches(script: Script, facts: Facts) -> None:
     """The samplers, the collate function (and MixUp/CutMix), make_loader; main()'s loader lines."""
