@@ -23,9 +23,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def pin_device(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+def pin_device(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+               tmp_path_factory: pytest.TempPathFactory) -> None:
     """`train.device: auto` means the CPU in every test but those marked `cuda`, in this process and
-    the ones it starts, so a GPU machine runs the same CPU tests plus the CUDA ones."""
+    the ones it starts, so a GPU machine runs the same CPU tests plus the CUDA ones.
+
+    The other `auto` settings decide by rule, not by timing (GUIDE_TUNE=off), so two runs in a
+    test make the same choices on a busy machine; the tests of the measured choices unset it.
+    Measurements are cached in a folder of the test session's, never the user's.
+    """
+    monkeypatch.setenv("GUIDE_TUNE", "off")
+    monkeypatch.setenv("GUIDE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
     if request.node.get_closest_marker("cuda"):
         monkeypatch.delenv("GUIDE_DEVICE", raising=False)
     else:
