@@ -8,11 +8,13 @@ CPU time counts) and summary.json. `fit` is called once per epoch with `train.ep
 raised by one, as a resumed run would be, so the tool side also pays for opening and
 closing its run files every epoch: more than one `fit` over all epochs would.
 
-The epochs interleave in one process (tool, hand, then hand, tool, ...), and each tool epoch is divided by its neighbouring hand epoch; the
-figure is the median of those ratios, with their range (benchmarks/common.py). The
-epoch losses must agree to 5 decimals, so dropout is off on both sides: the two sides
-share the process's random numbers, and a draw on one side would change the other's. Time is the process's CPU time (all threads): on a
-shared machine wall time between identical epochs varies by 5-10%, CPU time far less.
+The epochs interleave in one process (tool, hand, then hand, tool, ...), and each tool
+epoch is divided by its neighbouring hand epoch; the figure is the median of those
+ratios, with their range (benchmarks/common.py). The epoch losses must agree to 5
+decimals, so dropout is off on both sides: they share the process's random numbers, and
+a draw on one side would change the other's. Time is the process's CPU time (all
+threads): on a shared machine wall time between identical epochs varies by 5-10%, CPU
+time far less.
 
     python benchmarks/loop.py [--quick]
 """
@@ -44,7 +46,7 @@ def config(task: str, data: Path, out: Path):
     if task == "image":
         return load_config(ROOT / "configs/image/digits.yaml", [*common, f"data.train.root={data}", "~data.valid",
                                                                 "~data.test", "~data.transforms.train",
-                                                                "scheduler.name=none", "model.dropout=0.0"])
+                                                                "scheduler.name=none"])
     return load_config(ROOT / "configs/text/random_sequences.yaml", [*common, "data.train.size=512"])
 
 
