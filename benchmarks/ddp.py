@@ -1,63 +1,68 @@
-"""DDP on this machine: throughput with 1 and 2 processes, and what DDP itself costs.
+"""DDP on this machine: throughput with 1 and 2 processes at equal global batch, and what DDP itself costs.
 
 Each configuration trains for a few epochs as a real `guide` job; the figures come from the
-epoch rows of metrics.jsonl, skipping the first (warm-up) epoch:
+epoch rows of metrics.jsonl, skipping the first (warm-up) epoch, and set epoch k of one
+job against epoch k of the other (value: the median of those ratios; spread: their range):
 
-- scaling: images/s (digits, simple_cnn, batch 32 per process) and tokens/s (the guide's
-  random sequences, BiLSTM, batch 64 per process) with 2 processes / 1 process. One
-  process uses every core for its intra-op threads; 2 processes split them, so on a
-  2-core CPU little gain is possible;
-- overhead: 2 DDP processes against one process with the same per-process work (the same
-  batch and one thread): the time a step spends on gradient all-reduce and rank agreement.
+- scaling: images/s (digits, simple_cnn) and tokens/s (the guide's random sequences,
+  BiLSTM) with 2 processes of batch 32 / 1 process of batch 64: the same global batch, so
+  the same optimisation, split in two. One process uses every core for its intra-op
+  threads; 2 processes split them, so on a 2-core CPU little gain is possible;
+- overhead: 2 DDP processes against one process with the same per-process work (batch 32
+  and one thread): the time a step spends on gradient all-reduce and rank agreement.
 
-    python benchmarks/ddp.py
+    python benchmarks/ddp.py [--quick]
 """
 
 from __future__ import annotations
 
-import json
-import os
-import statistics
-import subprocess
+import argparse
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import epoch_rows, ratios, summarise, train  # noqa: E402
+
+PER_PROCESS = 32
 
 
-def rate(args: list[str], out: Path, key: str) -> float:
-    """Median training rate (`key` of the epoch rows) after the first epoch of one guide job."""
-    subprocess.run([sys.executable, "-m", "cli.main", *args, f"output.dir={out}", "--quiet"], cwd=ROOT, check=True,
-                   env={**os.environ, "NO_COLOR": "1"})
-    (run_dir,) = list(out.iterdir())
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return statistics.median(r[key] for r in rows if r["kind"] == "epoch" and r["epoch"] > 1)
+def rates(args: list[str], out: Path, key: str) -> list[float]:
+    """The training rate (`key` of the epoch rows) of each epoch after the first of one guide job."""
+    run_dir, _ = train(args, out)
+    return [r[key] for r in epoch_rows(run_dir) if r["epoch"] > 1]
 
 
-def measure() -> dict[str, dict[str, float]]:
+def measure(quick: bool = False) -> dict[str, dict]:
     from torchguide.data.sources import write_digits
 
     tmp = Path(tempfile.mkdtemp(prefix="guide-bench-ddp-"))
     write_digits(tmp / "digits")
+    epochs = 2 if quick else 4
     jobs = {
         "image": (["train-image", "--config", "configs/image/digits.yaml", f"data.train.root={tmp}/digits/train",
-                   "~data.test", "train.epochs=4", "data.loader.batch_size=32"], "samples_per_s"),
-        "text": (["train-text", "--config", "configs/text/random_sequences.yaml", "train.epochs=3",
-                  "data.train.size=768"], "tokens_per_s"),
+                   "~data.test", f"train.epochs={epochs}"], "samples_per_s"),
+        "text": (["train-text", "--config", "configs/text/random_sequences.yaml", f"train.epochs={epochs}",
+                  f"data.train.size={256 if quick else 768}"], "tokens_per_s"),
     }
     results = {}
     for name, (args, key) in jobs.items():
-        one = rate(args, tmp / f"{name}-1", key)
-        one_thread = rate([*args, "train.threads=1"], tmp / f"{name}-1t", key)
-        two = rate([*args, "--nproc", "2"], tmp / f"{name}-2", key)
-        results[name] = {"unit": key.removesuffix("_per_s") + "/s", "one_process": one, "two_processes": two,
-                         "scaling": two / one, "ddp_step_overhead": (2 * one_thread) / two}
+        one = rates([*args, f"data.loader.batch_size={2 * PER_PROCESS}"], tmp / f"{name}-1", key)
+        one_thread = rates([*args, f"data.loader.batch_size={PER_PROCESS}", "train.threads=1"], tmp / f"{name}-1t",
+                           key)
+        two = rates([*args, f"data.loader.batch_size={PER_PROCESS}", "--nproc", "2"], tmp / f"{name}-2", key)
+        scaling = summarise(ratios(two, one))
+        overhead = summarise(ratios([2 * r for r in one_thread], two))
+        results[name] = {"unit": key.removesuffix("_per_s") + "/s", "one_process": sum(one) / len(one),
+                         "two_processes": sum(two) / len(two), "scaling": scaling, "ddp_step_overhead": overhead}
     return results
 
 
 if __name__ == "__main__":
-    for name, r in measure().items():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="2 epochs of small jobs: proves it runs")
+    for name, r in measure(parser.parse_args().quick).items():
         print(f"{name}: 1 process {r['one_process']:,.0f} {r['unit']}, 2 processes {r['two_processes']:,.0f} "
-              f"(x{r['scaling']:.2f}); DDP step time / single process at equal work {r['ddp_step_overhead']:.2f}")
+              f"(x{r['scaling'][0]:.2f} {r['scaling'][1]}); DDP step time / single process at equal work "
+              f"{r['ddp_step_overhead'][0]:.2f} {r['ddp_step_overhead'][1]}")

@@ -1,17 +1,28 @@
-"""Tight batches: the BiLSTM on the guide's random sequences, one epoch per sampler.
+"""Figure 2, tight batches: the BiLSTM on the guide's random sequences, one sampler against another.
 
-1024 sequences of length 50-300 over 10,000 tokens, batch 64 (the guide's setup). For each
-sampler (random, length_buckets, the guide's sorted) it measures the padding share and
-the epoch time, alternating samplers across repeats, and prints ratios against random.
-It also times packed against unpacked sequences for the BiLSTM (both exact).
+Sequences of length 50-300 over 10,000 tokens, batch 64 (the guide's setup), but 4 buckets
+of `length_buckets` long (its bucket is 50 batches: 3,200 sequences), so buckets sort
+within themselves and not the whole data at once. For each sampler (random,
+length_buckets, the guide's sort-once `sorted`) and for length_buckets with packed
+sequences:
 
-    python benchmarks/text_buckets.py [--repeats 3]
+- the padding share of a whole epoch (padded tokens / all tokens in the batches), counted
+  from the lengths;
+- the epoch time, estimated from training steps on a uniform sample of the epoch's
+  batches (the same number from every sampler; epochs have equally many batches, so the
+  ratio of mean step times is the ratio of epoch times). A step is collate, forward,
+  loss, backward and an Adam step.
+
+The samplers interleave, one sample of batches each in turn, and each repeat's time is
+divided by its neighbouring random-batches time (benchmarks/common.py). Packed against
+unpacked sequences (both exact) is the packed time over the length_buckets time.
+
+    python benchmarks/text_buckets.py [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -20,56 +31,70 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import interleaved, ratios, summarise  # noqa: E402
 from torchguide.data.collate import pad_to_longest  # noqa: E402
 from torchguide.data.samplers import length_buckets, random, sorted_batches  # noqa: E402
 from torchguide.data.text import random_sequences  # noqa: E402
 from torchguide.registry import MODELS  # noqa: E402
 
+BATCH = 64
+BUCKETS = 4
 SAMPLERS = {"random": random, "length_buckets": length_buckets, "sorted": sorted_batches}
 
 
-def epoch(data, sampler, pack: bool = False) -> tuple[float, float]:
-    """One training epoch; returns (seconds, padding share)."""
-    torch.manual_seed(0)
-    model = MODELS.build("bilstm", vocab_size=10000, num_classes=1, pack=pack)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    collate = pad_to_longest(target="binary")
-    real = padded = 0
-    start = time.perf_counter()
-    for indices in sampler:
-        batch = collate([(data.ids[i], data.targets[i]) for i in indices])
-        tokens, lengths = batch.inputs
-        real, padded = real + int(lengths.sum()), padded + tokens.numel()
-        optimizer.zero_grad()
-        loss_fn(model(tokens, lengths), batch.target).backward()
-        optimizer.step()
-    return time.perf_counter() - start, 1 - real / padded
+def padding_share(batches: list[list[int]], lengths: list[int]) -> float:
+    real = sum(lengths[i] for b in batches for i in b)
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    return 1 - real / padded
 
 
-def measure(repeats: int = 3) -> dict[str, dict[str, float]]:
-    data = random_sequences(size=1024, min_len=50, max_len=300, vocab_size=10000)
+class Trainer:
+    """A BiLSTM, its optimizer and one sampler's epoch: trains on a sample of that epoch's batches."""
+
+    def __init__(self, data, sampler, pack: bool = False) -> None:
+        torch.manual_seed(0)
+        self.data, self.sampler = data, sampler
+        self.model = MODELS.build("bilstm", vocab_size=10000, num_classes=1, pack=pack)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.loss_fn = torch.nn.BCEWithLogitsLoss()
+        self.collate = pad_to_longest(target="binary")
+
+    def seconds_per_step(self, repeat: int, steps: int) -> float:
+        batches = self.sampler.batches()
+        picked = torch.randperm(len(batches), generator=torch.Generator().manual_seed(repeat))[:steps].tolist()
+        started = time.perf_counter()
+        for k in picked:
+            batch = self.collate([(self.data.ids[i], self.data.targets[i]) for i in batches[k]])
+            self.optimizer.zero_grad()
+            self.loss_fn(self.model(*batch.inputs), batch.target).backward()
+            self.optimizer.step()
+        return (time.perf_counter() - started) / steps
+
+
+def measure(repeats: int = 3, steps: int = 8) -> dict[str, dict[str, float]]:
+    data = random_sequences(size=BATCH * 50 * BUCKETS, min_len=50, max_len=300, vocab_size=10000)
     data.targets = [int(x) for x in data.raw_labels]
     lengths = [len(x) for x in data.ids]
-    times: dict[str, list[float]] = {name: [] for name in [*SAMPLERS, "length_buckets+pack"]}
-    padding = {}
-    for r in range(repeats):
-        for name, make in SAMPLERS.items():
-            sampler = make(lengths, batch_size=64, seed=0)
-            sampler.set_epoch(r)
-            seconds, padding[name] = epoch(data, sampler)
-            times[name].append(seconds)
-        sampler = length_buckets(lengths, batch_size=64, seed=0)
-        sampler.set_epoch(r)
-        times["length_buckets+pack"].append(epoch(data, sampler, pack=True)[0])
-    base = statistics.median(times["random"])
-    return {name: {"seconds": statistics.median(t), "ratio": statistics.median(t) / base,
-                   "padding": padding.get(name.split("+")[0])} for name, t in times.items()}
+    samplers = {name: make(lengths, batch_size=BATCH, seed=0) for name, make in SAMPLERS.items()}
+    assert samplers["length_buckets"].bucket_size * BUCKETS == len(lengths)
+    trainers = {name: Trainer(data, sampler) for name, sampler in samplers.items()}
+    trainers["length_buckets+pack"] = Trainer(data, samplers["length_buckets"], pack=True)
+    times = interleaved({name: lambda r, t=t: t.seconds_per_step(r, steps) for name, t in trainers.items()},
+                        repeats)
+    results = {}
+    for name, t in times.items():
+        base = "length_buckets" if name.endswith("+pack") else "random"
+        value, spread, n = summarise(ratios(t, times[base]))
+        results[name] = {"ratio": value, "spread": spread, "repeats": n, "against": base,
+                         "step_s": sum(t) / n,
+                         "padding": padding_share(samplers[name.split("+")[0]].batches(), lengths)}
+    return results
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="one repeat of 2 steps: proves it runs")
     args = parser.parse_args()
-    for name, r in measure(args.repeats).items():
-        print(f"{name:22s} epoch {r['seconds']:6.2f}s  ratio to random {r['ratio']:.3f}  padding {r['padding']:.1%}")
+    for name, r in measure(*((1, 2) if args.quick else (3, 8))).items():
+        print(f"{name:20s} step {r['step_s']:.3f} s  / {r['against']}: {r['ratio']:.3f} "
+              f"[{r['spread'][0]:.3f}, {r['spread'][1]:.3f}]  padding {r['padding']:.1%}")
