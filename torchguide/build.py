@@ -31,6 +31,7 @@ from torchguide.device import (
     set_threads,
     unwrap,
 )
+from torchguide import distributed, tune
 from torchguide.distributed import SINGLE, Dist
 from torchguide.ema import ModelEma, ema_note
 from torchguide.errors import CheckpointError, ConfigError
@@ -118,27 +119,33 @@ def make_loader_for(config: Config, data: Data, dataset: Dataset, *, train: bool
                        rank=dist.rank, world_size=dist.world_size)
 
 
+def run_steps(config: Config, batches: int) -> int:
+    """The optimizer steps of a whole run of `batches` batches an epoch."""
+    train = config.train
+    return min(math.ceil(batches / train.accumulate) * train.epochs, train.max_steps or 1 << 62)
+
+
 def build_schedule(config: Config, optimizer: torch.optim.Optimizer, batches: int) -> object:
     """The configured scheduler, told the run's length in optimizer steps."""
-    train = config.train
-    steps_per_epoch = math.ceil(batches / train.accumulate)
-    total_steps = min(steps_per_epoch * train.epochs, train.max_steps or 1 << 62)
-    return build_scheduler(config.scheduler.name, optimizer, total_steps, train.epochs, **config.scheduler.kwargs)
+    return build_scheduler(config.scheduler.name, optimizer, run_steps(config, batches), config.train.epochs,
+                           **config.scheduler.kwargs)
 
 
 def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
-              device: torch.device | None = None) -> Run:
+              device: torch.device | None = None, kept: dict[str, Any] | None = None) -> Run:
     """Data, model, loss, optimizer and scheduler for a config, checked on two samples; nothing trains yet.
 
     Under DDP (`dist` from `distributed.setup`, with this rank's `device`) every rank
-    builds the same run on its shard of the data, with the model wrapped in DDP.
+    builds the same run on its shard of the data, with the model wrapped in DDP. The `auto`
+    precision, memory layout and compile are measured here (`tune`; by rank 0 for all), or
+    taken from `kept`, the choices of the checkpoint a run resumes from.
     """
     require_tensorboard(config)  # the loggers asked for can start: checked before any work
     if device is None:
         device, device_why = pick_device(config.train.device)
     else:
         device_why = f"rank {dist.rank} of {dist.world_size}"
-    precision, precision_why = pick_precision(config.train.precision, device)
+    precision, _ = pick_precision(config.train.precision, device)  # what the device cannot do fails here
     seed_everything(config.seed)  # the same initial weights on every rank
     data = load_data(config)
     policy = prepare_device(device, data.task, config.train.deterministic)
@@ -151,15 +158,20 @@ def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
     optimizer = make_optimizer(model, config.optimizer)
     groups = groups_note(optimizer) if len(optimizer.param_groups) > 1 else None  # before a scheduler sets lrs
     scheduler = build_schedule(config, optimizer, len(train_loader))
-    notes = [f"device: {device} ({device_why})", f"precision: {precision} ({precision_why})",
+    target, _ = resolve_target(config.loss.name, data.num_classes)
+    train_flops = preflight(config, model, loss_fn, train_loader, device, precision, target, data.num_classes)
+    batch = tune.first_batch(train_loader, device) if dist.is_main and tune.measuring(config) and not kept else None
+    auto = distributed.broadcast(tune.decide(config, model, loss_fn, optimizer, batch, device, threads,
+                                             run_steps(config, len(train_loader)), kept))
+    precision = auto["precision"].value
+    tune.apply(model, auto["channels_last"].value, compiled=False)
+    notes = [f"device: {device} ({device_why})", *tune.notes(auto, tune.convolves(model, data.task)),
              f"threads: {threads} compute + {train_loader.num_workers} loader worker(s)"
              + (" per process" if dist.enabled else ""), *policy]
     if config.model.freeze:
         notes.append(trainable_note(model))
     if groups:
         notes.append(groups)
-    target, _ = resolve_target(config.loss.name, data.num_classes)
-    train_flops = preflight(config, model, loss_fn, train_loader, device, precision, target, data.num_classes)
     if dist.enabled:
         seed_everything(config.seed + dist.rank)  # dropout and augmentation differ between ranks
     model, strategy = wrap_model(model, config, dist, device, precision)
@@ -169,9 +181,10 @@ def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
     ema = ModelEma(unwrap(model), config.train.ema) if config.train.ema is not None else None
     if ema is not None:
         notes.append(ema_note(config.train, len(train_loader)))
+    tune.apply(unwrap(model), False, compiled=auto["compile"].value, dynamic=True if data.task == "text" else None)
     return Run(config, data, model, loss_fn, optimizer, scheduler, scaler, device, precision, train_loader,
                valid_loader, loss_meta(config.loss.name)[0], dist=dist, run_dir=run_dir, notes=notes,
-               train_flops=train_flops, ema=ema)
+               train_flops=train_flops, ema=ema, auto=tune.summary(auto))
 
 
 def wrap_model(model: nn.Module, config: Config, dist: Dist, device: torch.device,

@@ -69,6 +69,7 @@ def checkpoint_payload(run: Run) -> dict[str, Any]:
         "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
         "scaler": run.scaler.state_dict(),
         "precision": run.precision,
+        "auto": run.auto,  # a resume keeps these choices
         "state": asdict(run.state),
         "rng": rng,
         "world": {"size": run.dist.world_size, "global_batch": run.config.data.loader.batch_size

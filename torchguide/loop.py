@@ -63,6 +63,7 @@ class Run:
     notes: list[str] = field(default_factory=list)  # what was chosen and why, for the run's header
     train_flops: float = 0.0  # training FLOPs per image (per token for text), counted in preflight
     ema: ModelEma | None = None  # the moving average of the weights, with train.ema
+    auto: dict[str, Any] = field(default_factory=dict)  # precision, channels_last, compile: value, why, speed-ups
 
 
 class Step(NamedTuple):

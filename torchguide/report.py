@@ -286,7 +286,7 @@ def run_summary(run: Run, seconds: float, stopped_early: bool, unit: str) -> dic
         "name": run.config.name, "run_dir": str(run.run_dir) if run.run_dir else None,
         "flops_per_s": flops, "peak_flops_per_s": peak, "utilisation": used,
         "epochs": len(epochs), "steps": run.state.step, "seconds": round(seconds, 2),
-        "device": str(run.device), "precision": run.precision,
+        "device": str(run.device), "precision": run.precision, "auto": run.auto,
         "best_epoch": run.state.best_epoch, "best": run.state.best, "monitor": run.config.train.monitor,
         "stopped_early": stopped_early,
         "final": {k: last.get(k) for k in ("train_loss", "train_acc", "valid_loss", "valid_acc")

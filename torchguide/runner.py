@@ -109,7 +109,8 @@ def train_job(config: Config, task: str, path: str | Path, overrides: list[str],
             payload = load_checkpoint(checkpoint)
         if resume:
             checkpoint, payload = distributed.broadcast((checkpoint, payload))
-        run = build_run(config, dist=dist, device=device)  # everything is checked before the run directory is made
+        kept = payload.get("auto") if payload is not None else None  # a resume keeps its measured choices
+        run = build_run(config, dist=dist, device=device, kept=kept)  # everything is checked before the run directory is made
         changes = restore(run, payload) if payload is not None else None
         if dist.is_main:
             if run_dir is None:

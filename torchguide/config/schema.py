@@ -214,6 +214,8 @@ class Train(LateKeys):
     max_steps: int | None = Field(default=None, gt=0)
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool | Literal["auto"] = "auto"  # image models: the NHWC memory layout
+    compile: bool | Literal["auto"] = "auto"  # torch.compile the model
     strategy: Literal["auto", "single", "dp", "ddp"] = "auto"
     grad_clip: float | None = Field(default=None, gt=0)
     accumulate: int = Field(default=1, ge=1)
