@@ -9,14 +9,14 @@ A folder of generated photo-size JPEGs (500x375), the classic evaluation transfo
   uint8, resize and crop on uint8 tensors, to-float and normalize once per batch.
 
 Also `data.cache: memory`: the decoded, resized and cropped images stay in memory, so
-later epochs only stack and normalise: epoch 2 against an epoch that decodes.
+later epochs only stack and normalise: epochs 2-4, each against the first, which decodes.
+The two loaders alternate, an epoch each in turn (benchmarks/common.py).
 
-    python benchmarks/pipeline.py
+    python benchmarks/pipeline.py [--quick]
 """
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
 import time
@@ -31,6 +31,7 @@ from torchvision import transforms as T
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import interleaved, ratios, summarise  # noqa: E402
 from torchguide.build import make_loader_for  # noqa: E402
 from torchguide.config import load_config  # noqa: E402
 from torchguide.data.loaders import build_data  # noqa: E402
@@ -77,7 +78,7 @@ def tool_epoch(loader, epoch_index: int = 0) -> float:
     return epoch(loader)
 
 
-def measure(repeats: int = 3) -> dict[str, float]:
+def measure(repeats: int = 3) -> dict:
     torch.set_num_threads(1)  # the per-image work of one loader process
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "photos"
@@ -85,21 +86,20 @@ def measure(repeats: int = 3) -> dict[str, float]:
         check = next(iter(tool(root)))
         reference = next(iter(baseline(root)))
         assert check.inputs[0].shape == reference[0].shape and check.inputs[0].dtype == reference[0].dtype
-        epoch(baseline(root)), tool_epoch(tool(root))  # warm-up
-        tool_rates, base_rates = [], []
-        for _ in range(repeats):
-            tool_rates.append(tool_epoch(tool(root)))
-            base_rates.append(epoch(baseline(root)))
+        rates = interleaved({"tool": lambda i: tool_epoch(tool(root)), "baseline": lambda i: epoch(baseline(root))},
+                            repeats)
         torch.set_num_threads(2)  # a cached dataset loads in the training process, with its threads
         cached = tool(root, cache=True)
         first = tool_epoch(cached, 0)
-        later = statistics.median(tool_epoch(cached, e) for e in range(1, 4))
-    tool_rate, base_rate = statistics.median(tool_rates), statistics.median(base_rates)
-    return {"tool_images_per_s": tool_rate, "baseline_images_per_s": base_rate, "ratio": tool_rate / base_rate,
-            "cache_first": first, "cache_later": later, "cache_ratio": later / first}
+        later = [tool_epoch(cached, e) for e in range(1, 4)]
+    value, spread, n = summarise(ratios(rates["tool"], rates["baseline"]))
+    cache_value, cache_spread, cache_n = summarise([rate / first for rate in later])
+    return {"tool_images_per_s": sum(rates["tool"]) / n, "baseline_images_per_s": sum(rates["baseline"]) / n,
+            "ratio": value, "spread": spread, "repeats": n, "cache_first": first, "cache_ratio": cache_value,
+            "cache_spread": cache_spread, "cache_repeats": cache_n}
 
 
 if __name__ == "__main__":
-    r = measure()
+    r = measure(1 if "--quick" in sys.argv else 3)
     print(f"tool {r['tool_images_per_s']:,.0f} images/s, ImageFolder+PIL {r['baseline_images_per_s']:,.0f} "
           f"images/s: x{r['ratio']:.2f}; cache: later epochs x{r['cache_ratio']:.1f} the first")
