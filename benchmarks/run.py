@@ -133,20 +133,23 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="few repeats: proves every figure runs")
     quick = parser.parse_args().quick
     facts = machine()
-    started, figures, notes = time.perf_counter(), [], []
-    parts = [loop_figures, bucket_figures, pipeline_figures, lambda q: precision_figures(q, facts["native_bf16"]),
-             startup_figures, thread_figures, ddp_figures]
-    for part in parts:
+    started, figures, took = time.perf_counter(), [], []
+    parts = {"loop": loop_figures, "buckets": bucket_figures, "pipeline": pipeline_figures,
+             "precision": lambda q: precision_figures(q, facts["native_bf16"]), "startup": startup_figures,
+             "threads": thread_figures, "ddp": ddp_figures}
+    for name, part in parts.items():
         part_started = time.perf_counter()
         figures += part(quick)
-        notes.append(f"{len(figures)} figures after {time.perf_counter() - part_started:.0f} s more")
+        took.append(f"{name} {time.perf_counter() - part_started:.0f}")
+    part_started = time.perf_counter()
     peers, skipped = peer_figures(quick)
     figures += peers
+    took.append(f"peers {time.perf_counter() - part_started:.0f}")
     show(facts, figures)
     if skipped:
         print(skipped)
-    print(f"({time.perf_counter() - started:.0f} s{', quick: nothing here resolves' if quick else ''}; "
-          + "; ".join(notes) + ")")
+    print(f"{time.perf_counter() - started:.0f} s in all ({', '.join(took)})"
+          + ("; --quick: too few repeats to resolve anything" if quick else ""))
     out = Path(__file__).resolve().parent / "results.json"
     out.write_text(json.dumps({"machine": facts, "figures": figures}, indent=2) + "\n")
 
