@@ -41,8 +41,8 @@ from torchguide.loop import Run, fit  # noqa: E402
 
 
 def config(task: str, data: Path, out: Path):
-    common = [f"output.dir={out}", "train.epochs=1", "train.precision=fp32", "train.device=cpu",
-              "data.loader.num_workers=0", "model.dropout=0.0"]
+    common = [f"output.dir={out}", "train.epochs=1", "train.device=cpu", "train.precision=fp32",
+              "train.channels_last=false", "train.compile=false", "data.loader.num_workers=0", "model.dropout=0.0"]
     if task == "image":
         return load_config(ROOT / "configs/image/digits.yaml", [*common, f"data.train.root={data}", "~data.valid",
                                                                 "~data.test", "~data.transforms.train",
