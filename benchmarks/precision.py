@@ -11,7 +11,7 @@ empty GUIDE_CACHE_DIR, so its time includes its own probing.
   the process, start-up to test evaluation): fp32 time / auto time, and auto's test
   accuracy minus fp32's, in points;
 - (b) a conv net step: simple_cnn on a batch of 64 RGB 64x64 images, in the setting auto
-  decides for a run of 400 steps / fp32, steps interleaved;
+  decides for a run of 200 steps / fp32, steps interleaved;
 - (c) digits, 5 epochs, whole `guide` runs: auto time / fp32 time - 1, the share of the
   run that auto costs or saves.
 
@@ -50,6 +50,7 @@ from torchguide.usercache import CACHE_ENV  # noqa: E402
 
 PLAIN = ["train.precision=fp32", "train.channels_last=false", "train.compile=false"]
 AUTO = ["train.precision=auto", "train.channels_last=auto", "train.compile=auto"]
+RUN_STEPS = 200  # the run (b) decides for: compile is tried only where its steps would pay for compiling
 
 
 def paired_runs(args: list[str], tmp: Path, repeats: int) -> dict[str, list[dict]]:
@@ -117,7 +118,7 @@ def conv_step(tmp: Path, repeats: int, steps: int = 5) -> dict:
     config = load_config(None, raw={"name": "bench", "model": {"name": "simple_cnn"},
                                     "data": {"train": {"name": "image_folder", "root": str(tmp)}},
                                     "train": {"precision": "auto", "channels_last": "auto", "compile": "auto"}})
-    picked = tune.decide(config, model, loss_fn, optimizer, batch, torch.device("cpu"), available_cores(), 400)
+    picked = tune.decide(config, model, loss_fn, optimizer, batch, torch.device("cpu"), available_cores(), RUN_STEPS)
     chosen = tune.Setting(picked["precision"].value, picked["channels_last"].value, picked["compile"].value)
     copies = {name: tune.prepared(model, optimizer, setting)
               for name, setting in (("plain", tune.Setting("fp32")), ("auto", chosen))}

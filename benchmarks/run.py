@@ -120,7 +120,7 @@ def peer_figures(quick: bool) -> tuple[list[dict], str | None]:
     """The figures against PyTorch Lightning, or why there are none."""
     if importlib.util.find_spec("benchmarks.peers") is None:
         return [], "peers skipped: benchmarks/peers.py is not there"
-    if importlib.util.find_spec("lightning") is None:
+    if importlib.util.find_spec("lightning") is None and importlib.util.find_spec("pytorch_lightning") is None:
         return [], "peers skipped: Lightning is not installed (pip install -e '.[bench]')"
     from benchmarks import peers
 
