@@ -39,12 +39,12 @@ def measure(quick: bool = False) -> dict[str, dict]:
 
     tmp = Path(tempfile.mkdtemp(prefix="guide-bench-ddp-"))
     write_digits(tmp / "digits")
-    epochs = 2 if quick else 4
+    epochs = 2 if quick else 3
     jobs = {
         "image": (["train-image", "--config", "configs/image/digits.yaml", f"data.train.root={tmp}/digits/train",
                    "~data.test", f"train.epochs={epochs}"], "samples_per_s"),
         "text": (["train-text", "--config", "configs/text/random_sequences.yaml", f"train.epochs={epochs}",
-                  f"data.train.size={256 if quick else 768}"], "tokens_per_s"),
+                  f"data.train.size={256 if quick else 512}"], "tokens_per_s"),
     }
     results = {}
     for name, (args, key) in jobs.items():

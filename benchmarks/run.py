@@ -28,7 +28,7 @@ from benchmarks.common import figure, machine  # noqa: E402
 
 def loop_figures(quick: bool) -> list[dict]:
     rows = []
-    for task, repeats in (("image", 12), ("text", 8)):  # image epochs are short: more of them
+    for task, repeats in (("image", 10), ("text", 6)):  # image epochs are short: more of them
         r = loop.measure(task, 3 if quick else repeats)
         rows.append(figure(f"1. {task} loop: guide epoch CPU time / the guide's hand-written loop", r["ratio"],
                            "<= 1.03, losses equal to 5 decimals", r["ratio"] <= 1.03 and r["losses_equal"],
@@ -41,7 +41,7 @@ def loop_figures(quick: bool) -> list[dict]:
 
 
 def bucket_figures(quick: bool) -> list[dict]:
-    r = text_buckets.measure(*((1, 2) if quick else (3, 8)))
+    r = text_buckets.measure(*((1, 2) if quick else (3, 6)))
     rows = []
     for name, target in (("length_buckets", 0.65), ("sorted", 0.65)):
         s = r[name]

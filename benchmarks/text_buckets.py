@@ -71,7 +71,7 @@ class Trainer:
         return (time.perf_counter() - started) / steps
 
 
-def measure(repeats: int = 3, steps: int = 8) -> dict[str, dict[str, float]]:
+def measure(repeats: int = 3, steps: int = 6) -> dict[str, dict[str, float]]:
     data = random_sequences(size=BATCH * 50 * BUCKETS, min_len=50, max_len=300, vocab_size=10000)
     data.targets = [int(x) for x in data.raw_labels]
     lengths = [len(x) for x in data.ids]
@@ -95,6 +95,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="one repeat of 2 steps: proves it runs")
     args = parser.parse_args()
-    for name, r in measure(*((1, 2) if args.quick else (3, 8))).items():
+    for name, r in measure(*((1, 2) if args.quick else (3, 6))).items():
         print(f"{name:20s} step {r['step_s']:.3f} s  / {r['against']}: {r['ratio']:.3f} "
               f"[{r['spread'][0]:.3f}, {r['spread'][1]:.3f}]  padding {r['padding']:.1%}")
