@@ -44,7 +44,7 @@ def measure(quick: bool = False) -> dict[str, dict]:
         "image": (["train-image", "--config", "configs/image/digits.yaml", f"data.train.root={tmp}/digits/train",
                    "~data.test", f"train.epochs={epochs}"], "samples_per_s"),
         "text": (["train-text", "--config", "configs/text/random_sequences.yaml", f"train.epochs={epochs}",
-                  f"data.train.size={256 if quick else 512}"], "tokens_per_s"),
+                  f"data.train.size={256 if quick else 384}"], "tokens_per_s"),
     }
     results = {}
     for name, (args, key) in jobs.items():

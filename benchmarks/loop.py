@@ -88,7 +88,7 @@ def tool_epoch(console: Console, summaries: list):
     return body
 
 
-def measure(task: str, repeats: int = 10) -> dict:
+def measure(task: str, repeats: int = 8) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         write_digits(tmp / "digits")
@@ -111,7 +111,7 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="3 epochs a side: proves it runs, resolves nothing")
     args = parser.parse_args()
     for task in ("image", "text"):
-        r = measure(task, 3 if args.quick else 10)
+        r = measure(task, 3 if args.quick else 8)
         print(f"{task}: guide {r['tool_s']:.3f} s / hand loop {r['hand_s']:.3f} s per epoch: median ratio "
               f"{r['ratio']:.3f} [{r['spread'][0]:.3f}, {r['spread'][1]:.3f}] over {r['repeats']} epochs; "
               f"losses equal to 5 decimals: {r['losses_equal']}")

@@ -28,7 +28,7 @@ from benchmarks.common import figure, machine  # noqa: E402
 
 def loop_figures(quick: bool) -> list[dict]:
     rows = []
-    for task, repeats in (("image", 10), ("text", 6)):  # image epochs are short: more of them
+    for task, repeats in (("image", 8), ("text", 5)):  # image epochs are short: more of them
         r = loop.measure(task, 3 if quick else repeats)
         rows.append(figure(f"1. {task} loop: guide epoch CPU time / the guide's hand-written loop", r["ratio"],
                            "<= 1.03, losses equal to 5 decimals", r["ratio"] <= 1.03 and r["losses_equal"],
@@ -87,7 +87,7 @@ def precision_figures(quick: bool, native: bool) -> list[dict]:
 
 
 def startup_figures(quick: bool) -> list[dict]:
-    s = startup.measure(2 if quick else 5)
+    s = startup.measure(2 if quick else 4)
     return [figure("5. guide --help seconds", s["help_s"], "< 0.3", s["help_s"] < 0.3, s["help_spread"],
                    s["repeats"]),
             figure("5. guide inspect-layer conv2d / python -c 'import torch'", s["inspect_layer_ratio"],
