@@ -8,7 +8,7 @@ median over the repeats, `spread` the [lowest, highest] per-repeat value
 (benchmarks/common.py). The peer figures against PyTorch Lightning come from
 benchmarks/peers.py when it and Lightning are installed.
 
-    python benchmarks/run.py [--quick]    # --quick: a smoke run with few repeats; its numbers resolve nothing
+    python benchmarks/run.py [--quick]    # --quick: a smoke run with few repeats, into results-quick.json
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def main() -> None:
         print(skipped)
     print(f"{time.perf_counter() - started:.0f} s in all ({', '.join(took)})"
           + ("; --quick: too few repeats to resolve anything" if quick else ""))
-    out = Path(__file__).resolve().parent / "results.json"
+    out = Path(__file__).resolve().parent / ("results-quick.json" if quick else "results.json")  # quick: not figures
     out.write_text(json.dumps({"machine": facts, "figures": figures}, indent=2) + "\n")
 
 
