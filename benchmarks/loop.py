@@ -26,6 +26,7 @@ import io
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -56,7 +57,7 @@ class Side:
     def __init__(self, run: Run) -> None:
         self.run, self.losses = run, []
 
-    def epoch(self, index: int, body) -> float:
+    def epoch(self, index: int, body: Callable[[Run, int], float]) -> float:
         """CPU seconds of one epoch of `body(run, index)`."""
         started = time.process_time()
         self.losses.append(body(self.run, index))
@@ -80,7 +81,9 @@ def hand_epoch(run: Run, epoch: int) -> float:
     return float(total) / count
 
 
-def tool_epoch(console: Console, summaries: list):
+def tool_epoch(console: Console, summaries: list[dict]) -> Callable[[Run, int], float]:
+    """`fit` for one epoch more (its summary kept in `summaries`); the body returns the epoch's mean loss."""
+
     def body(run: Run, epoch: int) -> float:
         run.config.train.epochs = epoch + 1  # one more epoch, as `guide train ... --resume` would add
         summaries.append(fit(run, console))
@@ -96,7 +99,7 @@ def measure(task: str, repeats: int = 8) -> dict:
         tool = Side(build_run(config(task, data, tmp), tmp / "run"))
         hand = Side(build_run(config(task, data, tmp)))
         console = Console(file=io.StringIO(), force_terminal=True, width=120)  # bars drawn, as on a terminal
-        summaries: list = []
+        summaries: list[dict] = []
         times = interleaved({"tool": lambda i: tool.epoch(i, tool_epoch(console, summaries)),
                              "hand": lambda i: hand.epoch(i, hand_epoch)}, repeats)
     same = all(round(a, 5) == round(b, 5) for a, b in zip(tool.losses, hand.losses, strict=True))
