@@ -141,6 +141,7 @@ def main() -> None:
         part_started = time.perf_counter()
         figures += part(quick)
         took.append(f"{name} {time.perf_counter() - part_started:.0f}")
+        print(f"{name}: {time.perf_counter() - part_started:.0f} s", file=sys.stderr, flush=True)
     part_started = time.perf_counter()
     peers, skipped = peer_figures(quick)
     figures += peers
