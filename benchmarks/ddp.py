@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import epoch_rows, ratios, summarise, train  # noqa: E402
+from torchguide.data.sources import write_digits  # noqa: E402
 
 PER_PROCESS = 32
 
@@ -34,30 +35,31 @@ def rates(args: list[str], out: Path, key: str) -> list[float]:
     return [r[key] for r in epoch_rows(run_dir) if r["epoch"] > 1]
 
 
-def measure(quick: bool = False) -> dict[str, dict]:
-    from torchguide.data.sources import write_digits
-
-    tmp = Path(tempfile.mkdtemp(prefix="guide-bench-ddp-"))
+def jobs(tmp: Path, quick: bool) -> dict[str, tuple[list[str], str]]:
+    """Each task's guide command and the rate its epoch rows give."""
     write_digits(tmp / "digits")
     epochs = 2 if quick else 3
-    jobs = {
+    return {
         "image": (["train-image", "--config", "configs/image/digits.yaml", f"data.train.root={tmp}/digits/train",
                    "~data.test", f"train.epochs={epochs}"], "samples_per_s"),
         "text": (["train-text", "--config", "configs/text/random_sequences.yaml", f"train.epochs={epochs}",
                   f"data.train.size={256 if quick else 384}"], "tokens_per_s"),
     }
-    results = {}
-    for name, (args, key) in jobs.items():
-        one = rates([*args, f"data.loader.batch_size={2 * PER_PROCESS}"], tmp / f"{name}-1", key)
-        one_thread = rates([*args, f"data.loader.batch_size={PER_PROCESS}", "train.threads=1"], tmp / f"{name}-1t",
-                           key)
-        two = rates([*args, f"data.loader.batch_size={PER_PROCESS}", "--nproc", "2"], tmp / f"{name}-2", key)
-        scaling = summarise(ratios(two, one))
-        overhead = summarise(ratios([2 * r for r in one_thread], two))
-        results[name] = {"unit": key.removesuffix("_per_s") + "/s", "one_process": sum(one) / len(one),
-                         "two_processes": sum(two) / len(two), "scaling": scaling, "ddp_step_overhead": overhead}
-    return results
 
+
+def measure(quick: bool = False) -> dict[str, dict]:
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="guide-bench-ddp-") as tmp:
+        tmp = Path(tmp)
+        for name, (args, key) in jobs(tmp, quick).items():
+            one = rates([*args, f"data.loader.batch_size={2 * PER_PROCESS}"], tmp / f"{name}-1", key)
+            one_thread = rates([*args, f"data.loader.batch_size={PER_PROCESS}", "train.threads=1"],
+                               tmp / f"{name}-1t", key)
+            two = rates([*args, f"data.loader.batch_size={PER_PROCESS}", "--nproc", "2"], tmp / f"{name}-2", key)
+            results[name] = {"unit": key.removesuffix("_per_s") + "/s", "one_process": sum(one) / len(one),
+                             "two_processes": sum(two) / len(two), "scaling": summarise(ratios(two, one)),
+                             "ddp_step_overhead": summarise(ratios([2 * r for r in one_thread], two))}
+    return results
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
