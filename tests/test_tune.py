@@ -141,7 +141,7 @@ def test_a_short_run_is_not_measured(measured: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_compile_waits_for_a_run_long_enough_to_pay_it_back(measured: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tune, "probe", lambda model, l, o, b, d, candidates, steps:
+    monkeypatch.setattr(tune, "probe", lambda model, loss_fn, opt, batch, device, candidates, steps:
                         ({c: 0.01 for c in candidates}, {c: [1.0] * steps for c in candidates}))
     choice = decide("train.channels_last=false", run_steps=1000)["compile"]
     assert choice.value is False and "too few to pay back compiling" in choice.why

@@ -293,6 +293,7 @@ def run_summary(run: Run, seconds: float, stopped_early: bool, unit: str) -> dic
                   + (("ema_valid_loss", "ema_valid_acc") if run.ema is not None else ())},
         "samples_per_s": last.get("samples_per_s"), "unit": unit,
         **({"best_weights": run.state.best_weights} if run.ema is not None else {}),
+        **({"threads": run.threads.summary()} if run.threads is not None else {}),
     }
 
 
