@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import torchguide.peak as peak_module
+from cli.show import utilisation_line
 from torchguide import usercache
 from torchguide.peak import CACHE_KIND, matmul_peak, peak_key, run_utilisation, utilisation
 
@@ -98,3 +99,12 @@ def test_utilisation_is_never_above_one(rate: float) -> None:
     assert used is not None and 0.0 <= used <= 1.0
     assert peak >= 1e10 and peak >= flops
 
+
+def test_the_summary_line_says_when_the_run_raised_the_peak() -> None:
+    summary = {"flops_per_s": 61e9, "peak_flops_per_s": 61e9, "utilisation": 1.0, "peak_source": "raised",
+               "peak_raised_from_flops_per_s": 48e9}
+    assert utilisation_line(summary) == \
+        "61.0 GFLOP/s = 100% of this machine's 61 GFLOP/s peak (raised by this run from 48)"
+    summary.update(flops_per_s=3.9e9, peak_flops_per_s=93e9, utilisation=3.9 / 93, peak_source="cached",
+                   peak_raised_from_flops_per_s=None)
+    assert utilisation_line(summary) == "3.9 GFLOP/s = 4% of this machine's 93 GFLOP/s matmul peak"
