@@ -97,10 +97,15 @@ def show_summary(summary: dict[str, Any], console: Console) -> None:
 def utilisation_line(summary: dict[str, Any]) -> str:
     """The run's GFLOP/s against the machine's peak, and the peak before, when the run raised it."""
     line = f"{summary['flops_per_s'] / 1e9:,.1f} GFLOP/s = {summary['utilisation']:.0%} of this machine's " \
-           f"{summary['peak_flops_per_s'] / 1e9:,.0f} GFLOP/s"
+           f"{gigas(summary['peak_flops_per_s'])} GFLOP/s"
     if summary.get("peak_source") == "raised":
-        return f"{line} peak (raised by this run from {summary['peak_raised_from_flops_per_s'] / 1e9:,.0f})"
+        return f"{line} peak (raised by this run from {gigas(summary['peak_raised_from_flops_per_s'])})"
     return f"{line} matmul peak"
+
+
+def gigas(flops_per_s: float) -> str:
+    """FLOP/s in billions: whole numbers from 10 up, one decimal below (an emulated bf16 CPU: 0.7)."""
+    return f"{flops_per_s / 1e9:,.0f}" if flops_per_s >= 10e9 else f"{flops_per_s / 1e9:.1f}"
 
 
 def pair(a: float | None, b: float | None) -> str:

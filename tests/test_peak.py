@@ -108,3 +108,5 @@ def test_the_summary_line_says_when_the_run_raised_the_peak() -> None:
     summary.update(flops_per_s=3.9e9, peak_flops_per_s=93e9, utilisation=3.9 / 93, peak_source="cached",
                    peak_raised_from_flops_per_s=None)
     assert utilisation_line(summary) == "3.9 GFLOP/s = 4% of this machine's 93 GFLOP/s matmul peak"
+    summary.update(flops_per_s=0.3e9, peak_flops_per_s=0.7e9, utilisation=0.3 / 0.7)
+    assert utilisation_line(summary) == "0.3 GFLOP/s = 43% of this machine's 0.7 GFLOP/s matmul peak"
