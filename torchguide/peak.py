@@ -41,7 +41,7 @@ def matmul_peak(device: torch.device, precision: str = "fp32") -> tuple[float, s
     """
     key = peak_key(device, precision, torch.get_num_threads())
     cached = usercache.lookup(CACHE_KIND, key)
-    if isinstance(cached, float | int) and not isinstance(cached, bool) and cached > 0:
+    if isinstance(cached, float | int) and cached > 0:  # anything else: a corrupt entry, measured over
         return float(cached), "cached"
     peak = measure_peak(device, AUTOCAST_DTYPES.get(precision, torch.float32))
     if peak:
