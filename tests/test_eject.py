@@ -166,7 +166,8 @@ FEATURES = {
                               "{name: normalize, mean: [0.5], std: [0.25]}]",
                               "data.transforms.eval=[{name: normalize, mean: [0.5], std: [0.25]}]"]),
     "bf16 autocast on the CPU, channels_last, RGB, a named validation set": (
-        "image/digits_mlp.yaml", ["train.precision=bf16", "train.channels_last=true", "data.train.mode=RGB", "data.test.mode=RGB", "~data.valid",
+        "image/digits_mlp.yaml", ["train.precision=bf16", "train.channels_last=true", "data.train.mode=RGB",
+                                  "data.test.mode=RGB", "~data.valid",
                                   "data.valid={name: image_folder, mode: RGB}"]),
     "sorted batches, pad_to_length, weighted cross entropy, skip NaN, embedding bag": (
         "text/reviews.yaml", ["data.sampler.name=sorted", "data.collate.name=pad_to_length", "data.collate.length=30",

@@ -98,8 +98,11 @@ def pick_precision(requested: str, device: torch.device) -> tuple[str, str]:
         if gpu_has_bf16(device):
             return "bf16", "auto: bf16 autocast (the GPU computes bf16 natively)"
         return "fp16", "auto: fp16 autocast with loss scaling (no bf16 on this GPU)"
-    where = "CPU" if device.type == "cpu" else device.type.upper()
-    return "fp32", f"auto: fp32 on {where} (set train.precision=bf16 to try autocast)"
+    if device.type == "cpu" and not cpu_has_bf16():
+        return "fp32", "auto: fp32 (this CPU has no native bf16, no AVX-512 BF16 or AMX: bf16 would be emulated)"
+    if device.type == "cpu":
+        return "fp32", "auto: fp32 by rule (a measured run times bf16 against it)"
+    return "fp32", f"auto: fp32 on {device.type.upper()}"
 
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

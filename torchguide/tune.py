@@ -150,7 +150,9 @@ def measure_settings(model: nn.Module, loss_fn: nn.Module, optimizer: torch.opti
     cached = found is not None
     if found is None and steps < 2:
         short = f"auto: a run of {run_steps} steps is too short to measure the alternatives"
-        return {"precision": Choice(candidates[0].precision, short), "channels_last": Choice(False, short)}
+        return {key: Choice(value, short) for key, value, options in (
+            ("precision", candidates[0].precision, {c.precision for c in candidates}),
+            ("channels_last", False, {c.channels_last for c in candidates})) if len(options) > 1}
     if found is None:
         times, losses = probe(model, loss_fn, optimizer, batch, device, candidates, steps)
         found = {"times": {c.name(): t for c, t in times.items()}, "steps": steps,
