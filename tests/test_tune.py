@@ -209,3 +209,12 @@ def test_compile_true_trains_and_saves_plain_keys(digits_dir: Path, tmp_path: Pa
     run, _ = train(cfg, run_dir)
     payload = torch.load(run_dir / "checkpoints/last.pt", weights_only=False)
     assert not any(k.startswith("_orig_mod") for k in payload["model"]) and "compile: on (as configured)" in run.notes
+
+
+def test_copies_that_do_not_fit_fall_back_to_the_rule(measured: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def probe(*args: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+    monkeypatch.setattr(tune, "probe", probe)
+    monkeypatch.setattr(tune.torch.cuda, "empty_cache", lambda: None)
+    choice = decide("train.compile=false")["channels_last"]
+    assert choice.value is False and "do not fit in the device's memory" in choice.why

@@ -166,7 +166,7 @@ def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
                                              run_steps(config, len(train_loader)), kept))
     precision = auto["precision"].value
     tune.apply(model, auto["channels_last"].value, compiled=False)
-    notes = [f"device: {device} ({device_why})", *tune.notes(auto, tune.convolves(model, data.task)),
+    notes = [f"device: {device} ({device_why})", *tune.notes(auto, data.task == "image" and tune.convolves(model)),
              f"threads: {threads} compute + {train_loader.num_workers} loader worker(s)"
              + (" per process" if dist.enabled else ""), *policy]
     if config.model.freeze:

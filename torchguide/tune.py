@@ -81,9 +81,9 @@ def compile_problem(device: torch.device) -> str | None:
     return None
 
 
-def convolves(model: nn.Module, task: str) -> bool:
-    """channels_last can matter: image batches (N, C, H, W) into 2-d convolutions."""
-    return task == "image" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+def convolves(model: nn.Module) -> bool:
+    """channels_last can matter: the model has 2-d convolutions."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def decide(config: Config, model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
@@ -113,8 +113,10 @@ def decide(config: Config, model: nn.Module, loss_fn: nn.Module, optimizer: torc
     if batch is None or not measuring(config):
         return choices
     precisions = precision_candidates(train.precision, device)
-    layouts = [False, True] if auto["channels_last"] and convolves(model, "image" if batch.inputs[0].dim() == 4
-                                                                  else "") else [choices["channels_last"].value]
+    images = batch.inputs[0].dim() == 4
+    layouts = [choices["channels_last"].value]
+    if auto["channels_last"] and images and convolves(model):
+        layouts = [False, True]
     candidates = [Setting(p, c) for p in precisions for c in layouts]
     if len(candidates) > 1:
         choices.update(measure_settings(model, loss_fn, optimizer, batch, device, threads, candidates, run_steps))
@@ -154,7 +156,13 @@ def measure_settings(model: nn.Module, loss_fn: nn.Module, optimizer: torch.opti
             ("precision", candidates[0].precision, {c.precision for c in candidates}),
             ("channels_last", False, {c.channels_last for c in candidates})) if len(options) > 1}
     if found is None:
-        times, losses = probe(model, loss_fn, optimizer, batch, device, candidates, steps)
+        try:
+            times, losses = probe(model, loss_fn, optimizer, batch, device, candidates, steps)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            full = f"auto: {len(candidates)} copies of the model do not fit in the device's memory to be measured"
+            return {key: Choice(value, full) for key, value in (("precision", candidates[0].precision),
+                                                                ("channels_last", False))}
         found = {"times": {c.name(): t for c, t in times.items()}, "steps": steps,
                  "close": {c.name(): loss_close(losses[candidates[0]], losses[c]) for c in candidates}}
         usercache.store("tune", key, found)
