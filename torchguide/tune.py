@@ -150,7 +150,7 @@ def measure_settings(model: nn.Module, loss_fn: nn.Module, optimizer: torch.opti
     key = cache_key("settings", model, optimizer, batch, device, threads, candidates)
     found = usercache.lookup("tune", key)
     cached = found is not None
-    if found is None and steps < 2:
+    if found is None and steps < 3:  # fewer timed steps would not resolve a difference
         short = f"auto: a run of {run_steps} steps is too short to measure the alternatives"
         return {key: Choice(value, short) for key, value, options in (
             ("precision", candidates[0].precision, {c.precision for c in candidates}),
