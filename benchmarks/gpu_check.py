@@ -85,7 +85,7 @@ def write_results(path: Path, device: str, versions: dict[str, str | None], chec
 
 def environment(pin: str | None = None) -> dict[str, str]:
     """The environment of a command: the GPU visible to `auto` unless `pin` names a device."""
-    env = {k: v for k, v in os.environ.items() if k != "GUIDE_DEVICE"}
+    env = {k: v for k, v in os.environ.items() if k not in ("GUIDE_DEVICE", "GUIDE_TUNE")}  # auto measures
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     if pin:
         env["GUIDE_DEVICE"] = pin
@@ -153,6 +153,16 @@ def check_auto(work: Work) -> list[dict[str, Any]]:
         and summary.get("precision") == wanted
     return [check("device and precision auto", ok, f"{summary.get('device')} {summary.get('precision')}"
                   if summary else failure(result))]
+
+
+def check_auto_measured(work: Work) -> list[dict[str, Any]]:
+    """A run long enough to measure: auto times fp32 against the GPU's lower precision and channels_last."""
+    result = guide(*work.digits_args("measured", "train.epochs=50", "train.max_steps=600", "--json"))
+    auto = summary_of(result).get("auto", {})
+    timed = set(auto.get("precision", {}).get("speedup", {}))
+    ok = result.returncode == 0 and {"fp32", "fp32 + channels_last"} <= timed and len(timed) == 4
+    return [check("precision and channels_last auto, measured on the GPU", ok,
+                  {k: v.get("why") for k, v in auto.items()} if auto else failure(result))]
 
 
 def check_fp16_text(work: Work) -> list[dict[str, Any]]:
@@ -316,8 +326,8 @@ def check_speed(work: Work) -> list[dict[str, Any]]:
 
 
 CHECKS: list[Callable[[Work], list[dict[str, Any]]]] = [
-    check_auto, check_fp16_text, check_bf16, check_moves, check_kill_and_resume, check_nan, check_ddp,
-    check_nproc_refused, check_pytest, check_speed]
+    check_auto, check_auto_measured, check_fp16_text, check_bf16, check_moves, check_kill_and_resume, check_nan,
+    check_ddp, check_nproc_refused, check_pytest, check_speed]
 
 
 def run_checks(work: Work, skip_speed: bool) -> list[dict[str, Any]]:

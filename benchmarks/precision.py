@@ -11,7 +11,7 @@ empty GUIDE_CACHE_DIR, so its time includes its own probing.
   the process, start-up to test evaluation) of 3 of its 6 epochs, to keep `make bench`
   within its time: fp32 time / auto time, and auto's test accuracy minus fp32's, in points;
 - (b) a conv net step: simple_cnn on a batch of 64 RGB 64x64 images, in the setting auto
-  decides for a run of 200 steps / fp32, steps interleaved;
+  decides for a run of 1000 steps / fp32, steps interleaved;
 - (c) digits, 5 epochs, whole `guide` runs: auto time / fp32 time - 1, the share of the
   run that auto costs or saves.
 
@@ -50,7 +50,7 @@ from torchguide.usercache import CACHE_ENV  # noqa: E402
 
 PLAIN = ["train.precision=fp32", "train.channels_last=false", "train.compile=false"]
 AUTO = ["train.precision=auto", "train.channels_last=auto", "train.compile=auto"]
-RUN_STEPS = 200  # the run (b) decides for: compile is tried only where its steps would pay for compiling
+RUN_STEPS = 1000  # the run (b) decides for: long enough for 6 timed probe steps of each of 4 candidates
 
 
 def paired_runs(args: list[str], tmp: Path, repeats: int) -> dict[str, list[dict]]:

@@ -81,9 +81,8 @@ def show_summary(summary: dict[str, Any], console: Console) -> None:
              if summary["best"] is not None else "-")]
     if summary.get("samples_per_s"):
         rows.append(("throughput", f"{summary['samples_per_s']:,.0f} samples/s"))
-    if summary.get("flops_per_s"):
-        rows.append(("utilisation", f"{summary['flops_per_s'] / 1e9:,.1f} GFLOP/s = {summary['utilisation']:.0%} of "
-                     f"this machine's {summary['peak_flops_per_s'] / 1e9:,.0f} GFLOP/s matmul peak"))
+    if summary.get("flops_per_s") and summary.get("utilisation") is not None:
+        rows.append(("utilisation", utilisation_line(summary)))
     if summary.get("test"):
         rows.append(("test loss / acc", pair(summary["test"]["loss"], summary["test"]["accuracy"])))
     if summary.get("stopped_early"):
@@ -93,6 +92,20 @@ def show_summary(summary: dict[str, Any], console: Console) -> None:
     for key, value in rows:
         table.add_row(key, Text(value))
     print_table(table, console)
+
+
+def utilisation_line(summary: dict[str, Any]) -> str:
+    """The run's GFLOP/s against the machine's peak, and the peak before, when the run raised it."""
+    line = f"{summary['flops_per_s'] / 1e9:,.1f} GFLOP/s = {summary['utilisation']:.0%} of this machine's " \
+           f"{gigas(summary['peak_flops_per_s'])} GFLOP/s"
+    if summary.get("peak_source") == "raised":
+        return f"{line} peak (raised by this run from {gigas(summary['peak_raised_from_flops_per_s'])})"
+    return f"{line} matmul peak"
+
+
+def gigas(flops_per_s: float) -> str:
+    """FLOP/s in billions: whole numbers from 10 up, one decimal below (an emulated bf16 CPU: 0.7)."""
+    return f"{flops_per_s / 1e9:,.0f}" if flops_per_s >= 10e9 else f"{flops_per_s / 1e9:.1f}"
 
 
 def pair(a: float | None, b: float | None) -> str:

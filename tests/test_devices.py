@@ -30,7 +30,6 @@ from torchguide.device import (
     pick_precision,
     prepare_device,
     unwrap,
-    utilisation,
 )
 from torchguide.errors import ConfigError, RunFailed
 from torchguide.loop import fit, train_step
@@ -212,16 +211,6 @@ def test_evaluate_keeps_no_float64_on_an_mps_like_device(digits_dir: Path, tmp_p
     result = loop_module.evaluate(run.model, run.valid_loader, run.loss_fn, run.device, run.precision,
                                   run.output_kind, run.data.classes)
     assert result["loss"] > 0
-
-
-# ---------------------------------------------------------------- FLOP/s and utilisation
-
-def test_utilisation_sets_global_flops_against_every_device() -> None:
-    flops, peak, used = utilisation(rate=4000.0, flops_per_unit=1e6, peak_per_device=1e10, world_size=4)
-    assert flops == 4e9  # the rate is global already: not multiplied again
-    assert peak == 4e10 and used == pytest.approx(0.1)
-    assert utilisation(1000.0, 1e6, 1e10, 1) == (1e9, 1e10, pytest.approx(0.1))
-    assert utilisation(1.0, 1.0, 0.0, 2)[2] is None
 
 
 # ---------------------------------------------------------------- DataParallel keeps the autocast dtype

@@ -132,6 +132,7 @@ def test_script_to_stdout_names_what_guide_adds(small_digits: Path) -> None:
     (["--config", "configs/image/digits.yaml", "--out", "README.md"], "README.md exists: add --force"),
     (["--config", "configs/image/digits.yaml", "--out", "configs"], "is a directory"),
     (["--config", "configs/image/digits.yaml", "train.strategy=ddp"], "train.strategy: ddp has no plain"),
+    (["--config", "configs/image/digits.yaml", "train.ema=true"], "train.ema: the script keeps no moving average"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
@@ -164,8 +165,9 @@ FEATURES = {
                               "data.transforms.train=[{name: random_crop, size: 8, padding: 1}, "
                               "{name: normalize, mean: [0.5], std: [0.25]}]",
                               "data.transforms.eval=[{name: normalize, mean: [0.5], std: [0.25]}]"]),
-    "bf16 autocast on the CPU, RGB, a named validation set": (
-        "image/digits_mlp.yaml", ["train.precision=bf16", "data.train.mode=RGB", "data.test.mode=RGB", "~data.valid",
+    "bf16 autocast on the CPU, channels_last, RGB, a named validation set": (
+        "image/digits_mlp.yaml", ["train.precision=bf16", "train.channels_last=true", "data.train.mode=RGB",
+                                  "data.test.mode=RGB", "~data.valid",
                                   "data.valid={name: image_folder, mode: RGB}"]),
     "sorted batches, pad_to_length, weighted cross entropy, skip NaN, embedding bag": (
         "text/reviews.yaml", ["data.sampler.name=sorted", "data.collate.name=pad_to_length", "data.collate.length=30",

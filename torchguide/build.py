@@ -19,7 +19,9 @@ from pydantic import ValidationError
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from torchguide import distributed, tune
 from torchguide.config import Config, format_validation
+from torchguide.contention import ThreadGovernor
 from torchguide.data.loaders import Data, build_data, make_loader, supply
 from torchguide.data.text import Vocab
 from torchguide.device import (
@@ -31,7 +33,6 @@ from torchguide.device import (
     set_threads,
     unwrap,
 )
-from torchguide import distributed, tune
 from torchguide.distributed import SINGLE, Dist
 from torchguide.ema import ModelEma, ema_note
 from torchguide.errors import CheckpointError, ConfigError
@@ -165,7 +166,7 @@ def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
                                              run_steps(config, len(train_loader)), kept))
     precision = auto["precision"].value
     tune.apply(model, auto["channels_last"].value, compiled=False)
-    notes = [f"device: {device} ({device_why})", *tune.notes(auto, tune.convolves(model, data.task)),
+    notes = [f"device: {device} ({device_why})", *tune.notes(auto, data.task == "image" and tune.convolves(model)),
              f"threads: {threads} compute + {train_loader.num_workers} loader worker(s)"
              + (" per process" if dist.enabled else ""), *policy]
     if config.model.freeze:
@@ -184,7 +185,8 @@ def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
     tune.apply(unwrap(model), False, compiled=auto["compile"].value, dynamic=True if data.task == "text" else None)
     return Run(config, data, model, loss_fn, optimizer, scheduler, scaler, device, precision, train_loader,
                valid_loader, loss_meta(config.loss.name)[0], dist=dist, run_dir=run_dir, notes=notes,
-               train_flops=train_flops, ema=ema, auto=tune.summary(auto))
+               train_flops=train_flops, ema=ema, auto=tune.summary(auto),
+               threads=ThreadGovernor.for_run(config, device, threads))
 
 
 def wrap_model(model: nn.Module, config: Config, dist: Dist, device: torch.device,

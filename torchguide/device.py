@@ -7,10 +7,8 @@ run computes, and each returns the reason for its choice so the CLI can say it.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import random
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -100,8 +98,11 @@ def pick_precision(requested: str, device: torch.device) -> tuple[str, str]:
         if gpu_has_bf16(device):
             return "bf16", "auto: bf16 autocast (the GPU computes bf16 natively)"
         return "fp16", "auto: fp16 autocast with loss scaling (no bf16 on this GPU)"
-    where = "CPU" if device.type == "cpu" else device.type.upper()
-    return "fp32", f"auto: fp32 on {where} (set train.precision=bf16 to try autocast)"
+    if device.type == "cpu" and not cpu_has_bf16():
+        return "fp32", "auto: fp32 (this CPU has no native bf16, no AVX-512 BF16 or AMX: bf16 would be emulated)"
+    if device.type == "cpu":
+        return "fp32", "auto: fp32 by rule (a measured run times bf16 against it)"
+    return "fp32", f"auto: fp32 on {device.type.upper()}"
 
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -202,34 +203,3 @@ def inference(model: torch.nn.Module) -> Iterator[None]:
             yield
     finally:
         model.train(was_training)
-
-
-@functools.cache
-def matmul_peak(device: str, precision: str = "fp32") -> float:
-    """One device's measured matmul FLOP/s (the best of a few square matmuls), the practical ceiling.
-
-    `device` is the run's own device ("cuda:1", "cpu", ...), measured where the run computes.
-    """
-    where = torch.device(device)
-    dtype = AUTOCAST_DTYPES.get(precision, torch.float32)
-    n = 4096 if where.type == "cuda" else 1024
-    a = torch.randn(n, n, device=where, dtype=dtype)
-    best = 0.0
-    for _ in range(4):
-        if where.type == "cuda":
-            torch.cuda.synchronize(where)
-        started = time.perf_counter()
-        a @ a
-        if where.type == "cuda":
-            torch.cuda.synchronize(where)
-        best = max(best, 2 * n**3 / (time.perf_counter() - started))
-    return best
-
-
-def utilisation(rate: float, flops_per_unit: float, peak_per_device: float, world_size: int
-                ) -> tuple[float, float, float | None]:
-    """(FLOP/s, peak FLOP/s, utilisation) of a job: `rate` is the job's global samples (or tokens) per
-    second, so its FLOP/s are set against the peak of all `world_size` devices together."""
-    flops = rate * flops_per_unit
-    peak = peak_per_device * world_size
-    return flops, peak, flops / peak if peak else None

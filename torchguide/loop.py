@@ -26,6 +26,7 @@ from torch import nn
 
 from torchguide.checkpoint import Saver, TrainState, checkpoint_payload
 from torchguide.config import Config, to_yaml
+from torchguide.contention import ThreadGovernor
 from torchguide.data.collate import Batch
 from torchguide.data.loaders import Data
 from torchguide.data.samplers import EpochBatchSampler
@@ -64,6 +65,7 @@ class Run:
     train_flops: float = 0.0  # training FLOPs per image (per token for text), counted in preflight
     ema: ModelEma | None = None  # the moving average of the weights, with train.ema
     auto: dict[str, Any] = field(default_factory=dict)  # precision, channels_last, compile: value, why, speed-ups
+    threads: ThreadGovernor | None = None  # fewer compute threads when the CPU is busy (train.threads: auto)
 
 
 class Step(NamedTuple):
@@ -205,6 +207,8 @@ def after_step(run: Run, meter: Meter, watch: Watch, saver: Saver, log: RunLog) 
     `log_every` steps, and save a checkpoint every `checkpoint_every` steps."""
     cfg, state = run.config.train, run.state
     state.step += 1
+    if run.threads is not None:
+        run.threads.tick(state.epoch)
     if run.ema is not None:
         run.ema.update(unwrap(run.model), state.step)
     if run.scheduler is not None and scheduler_interval(run.config.scheduler.name) == "step":
@@ -360,6 +364,8 @@ def fit(run: Run, console: Console, quiet: bool = False) -> dict[str, Any]:
     with contextlib.closing(log), StopRequest(notify=console.print if run.dist.is_main else None) as stop, \
             TrainProgress(console, cfg.epochs, unit=unit_of(run), quiet=quiet) as progress:
         watch = Watch(run, stop)
+        if run.threads is not None and not quiet:
+            run.threads.say = progress.console.print
         try:
             while state.epoch < cfg.epochs:
                 row = run_epoch(run, progress, watch, saver, log)

@@ -27,8 +27,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from torchguide.device import matmul_peak, utilisation
 from torchguide.files import make_folder, write_atomic, write_text_atomic
+from torchguide.peak import run_utilisation
 
 if TYPE_CHECKING:
     from torchguide.loop import Run
@@ -280,11 +280,9 @@ def run_summary(run: Run, seconds: float, stopped_early: bool, unit: str) -> dic
     epochs = [r for r in run.state.history if r.get("kind") == "epoch"]
     last = epochs[-1] if epochs else {}
     rate = last.get("tokens_per_s") or last.get("samples_per_s") or 0.0  # global: every rank's samples
-    flops, peak, used = utilisation(rate, run.train_flops, matmul_peak(str(run.device), run.precision),
-                                    run.dist.world_size)
     return {
         "name": run.config.name, "run_dir": str(run.run_dir) if run.run_dir else None,
-        "flops_per_s": flops, "peak_flops_per_s": peak, "utilisation": used,
+        **run_utilisation(rate, run.train_flops, run.device, run.precision, run.dist.world_size),
         "epochs": len(epochs), "steps": run.state.step, "seconds": round(seconds, 2),
         "device": str(run.device), "precision": run.precision, "auto": run.auto,
         "best_epoch": run.state.best_epoch, "best": run.state.best, "monitor": run.config.train.monitor,
@@ -293,6 +291,7 @@ def run_summary(run: Run, seconds: float, stopped_early: bool, unit: str) -> dic
                   + (("ema_valid_loss", "ema_valid_acc") if run.ema is not None else ())},
         "samples_per_s": last.get("samples_per_s"), "unit": unit,
         **({"best_weights": run.state.best_weights} if run.ema is not None else {}),
+        **({"threads": run.threads.summary()} if run.threads is not None else {}),
     }
 
 

@@ -110,7 +110,7 @@ def train_job(config: Config, task: str, path: str | Path, overrides: list[str],
         if resume:
             checkpoint, payload = distributed.broadcast((checkpoint, payload))
         kept = payload.get("auto") if payload is not None else None  # a resume keeps its measured choices
-        run = build_run(config, dist=dist, device=device, kept=kept)  # everything is checked before the run directory is made
+        run = build_run(config, dist=dist, device=device, kept=kept)  # all checked before the run directory is made
         changes = restore(run, payload) if payload is not None else None
         if dist.is_main:
             if run_dir is None:

@@ -37,7 +37,7 @@ PROBE_STEPS = 6  # timed steps of each candidate, after one untimed warm-up step
 PROBE_SHARE = 0.03  # measuring may take at most this share of the run's steps
 MARGIN = 1.03  # a setting other than the plain one must be at least this much faster
 LOSS_TOLERANCE = 0.05  # bf16's mean loss over the probe steps within 5% of fp32's
-COMPILE_GUESS_S = {"cpu": 40.0, "cuda": 60.0}  # compiling a small model, before it was ever measured here
+COMPILE_GUESS_S = {"cpu": 60.0, "cuda": 60.0}  # compiling a small model, before it was ever measured here
 
 
 @dataclass
@@ -81,9 +81,9 @@ def compile_problem(device: torch.device) -> str | None:
     return None
 
 
-def convolves(model: nn.Module, task: str) -> bool:
-    """channels_last can matter: image batches (N, C, H, W) into 2-d convolutions."""
-    return task == "image" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+def convolves(model: nn.Module) -> bool:
+    """channels_last can matter: the model has 2-d convolutions."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def decide(config: Config, model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
@@ -113,8 +113,10 @@ def decide(config: Config, model: nn.Module, loss_fn: nn.Module, optimizer: torc
     if batch is None or not measuring(config):
         return choices
     precisions = precision_candidates(train.precision, device)
-    layouts = [False, True] if auto["channels_last"] and convolves(model, "image" if batch.inputs[0].dim() == 4
-                                                                  else "") else [choices["channels_last"].value]
+    images = batch.inputs[0].dim() == 4
+    layouts = [choices["channels_last"].value]
+    if auto["channels_last"] and images and convolves(model):
+        layouts = [False, True]
     candidates = [Setting(p, c) for p in precisions for c in layouts]
     if len(candidates) > 1:
         choices.update(measure_settings(model, loss_fn, optimizer, batch, device, threads, candidates, run_steps))
@@ -148,11 +150,19 @@ def measure_settings(model: nn.Module, loss_fn: nn.Module, optimizer: torch.opti
     key = cache_key("settings", model, optimizer, batch, device, threads, candidates)
     found = usercache.lookup("tune", key)
     cached = found is not None
-    if found is None and steps < 2:
+    if found is None and steps < 3:  # fewer timed steps would not resolve a difference
         short = f"auto: a run of {run_steps} steps is too short to measure the alternatives"
-        return {"precision": Choice(candidates[0].precision, short), "channels_last": Choice(False, short)}
+        return {key: Choice(value, short) for key, value, options in (
+            ("precision", candidates[0].precision, {c.precision for c in candidates}),
+            ("channels_last", False, {c.channels_last for c in candidates})) if len(options) > 1}
     if found is None:
-        times, losses = probe(model, loss_fn, optimizer, batch, device, candidates, steps)
+        try:
+            times, losses = probe(model, loss_fn, optimizer, batch, device, candidates, steps)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            full = f"auto: {len(candidates)} copies of the model do not fit in the device's memory to be measured"
+            return {key: Choice(value, full) for key, value in (("precision", candidates[0].precision),
+                                                                ("channels_last", False))}
         found = {"times": {c.name(): t for c, t in times.items()}, "steps": steps,
                  "close": {c.name(): loss_close(losses[candidates[0]], losses[c]) for c in candidates}}
         usercache.store("tune", key, found)
@@ -198,11 +208,11 @@ def decide_compile(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.
     found = usercache.lookup("tune", key)
     cached = found is not None
     if found is None:
-        step_s = probe(model, loss_fn, optimizer, batch, device, [chosen], 2)[0][chosen]
+        step_s = probe(model, loss_fn, optimizer, batch, device, [chosen], 2)[0][chosen]  # to size the run
         run_s, guess = step_s * run_steps, COMPILE_GUESS_S.get(device.type, 60.0)
-        if run_s / 2 < guess:  # even twice as fast steps would not save a compile's time
-            return Choice(False, f"auto: the run's ~{run_s:.0f} s of steps are too few to pay back compiling "
-                          f"(~{guess:.0f} s)")
+        if guess > PROBE_SHARE * run_s:  # a compile that does not pay would cost more than measuring may
+            return Choice(False, f"auto: the run's ~{run_s:.0f} s of steps are too few to risk a compile "
+                          f"(~{guess:.0f} s, over {PROBE_SHARE:.0%} of the run)")
         times, _ = probe(model, loss_fn, optimizer, batch, device, [chosen, Setting(**{**asdict(chosen),
                                                                                        "compiled": True})], 3)
         eager, compiled = times.values()

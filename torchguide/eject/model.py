@@ -41,7 +41,26 @@ def write_model(script: Script, facts: Facts) -> None:
     else:
         lines.append(f"    model = {build}.to(DEVICE)")
     script.section(f"the model: {what}")
-    script.model_lines = lines
+    script.model_lines = lines + speed_lines(facts)
+
+
+def speed_lines(facts: Facts) -> list[str]:
+    """train.channels_last and train.compile: as configured; `auto`, which guide decides by timing the
+    first steps, stays the plain model here, with a comment that says how to turn each on."""
+    train, lines, auto = facts.config.train, [], []
+    if train.channels_last is True:
+        lines.append("    model = model.to(memory_format=torch.channels_last)  # train.channels_last")
+    elif train.channels_last == "auto" and facts.task == "image":
+        auto.append(("train.channels_last", "model = model.to(memory_format=torch.channels_last)"))
+    if train.compile is True:
+        lines.append("    model.compile()  # train.compile: compiled on its first batch")
+    elif train.compile == "auto":
+        auto.append(("train.compile", "model.compile()"))
+    if auto:
+        keys, code = " and ".join(k for k, _ in auto), "; ".join(c for _, c in auto)
+        lines.append(f"    # {keys} auto: guide times {'them' if len(auto) > 1 else 'it'} on the first batches; "
+                     f"to turn on here: {code}")
+    return lines
 
 
 def fact_code(name: str, facts: Facts) -> str:

@@ -99,6 +99,9 @@ def refuse(config: Config) -> None:
     if collate_name(config) not in GUIDE_COLLATES:
         problems.append(f"data.collate.name: {config.data.collate.name} is a collate of your own, which returns a "
                         "torchguide Batch the script cannot hold: eject with one of guide's collates")
+    if config.train.ema is not None:
+        problems.append("train.ema: the script keeps no moving average of the weights: eject without it "
+                        "(~train.ema), or train with guide")
     for i, item in enumerate(config.data.batch_transforms):
         if mix_name(item.name) not in GUIDE_MIXES:
             problems.append(f"data.batch_transforms.{i}.name: {item.name} is not one of guide's (mix_up, cut_mix)")

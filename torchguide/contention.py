@@ -1,0 +1,101 @@
+"""Compute threads on a busy CPU: fewer threads when the run does not get the cores it was given.
+
+torch's intra-op threads meet after every parallel operation, so when another process takes
+one of their cores, the others wait for the thread that lost it: on 2 cores shared with one
+busy process, 2 threads ran an epoch 11-14x slower than on a quiet machine, while 1 thread
+held its speed. The governor watches each epoch's first steps. When the process got clearly
+less CPU time than its threads x wall time, it runs the next steps with fewer threads and
+keeps them if steps are faster; once reduced, each epoch tries the full count again and
+returns to it when the cores are free.
+
+Only for `train.threads: auto` on the CPU, and not when auto decides by rule (GUIDE_TUNE=off,
+`train.deterministic`): a thread count changes the order of floating-point sums.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from torchguide.config import Config
+
+WINDOW = 8  # steps measured at a time
+LOW_SHARE = 0.8  # the process got less CPU than this share of threads x wall time: try fewer threads
+GAIN = 1.1  # another thread count is kept when its steps are at least this much faster
+ABANDON = 3.0  # a trial step this many times slower than the current ones ends the trial at once
+
+
+class ThreadGovernor:
+    """Called after every optimizer step with the epoch; changes torch's thread count when that is faster."""
+
+    def __init__(self, threads: int, say: Callable[[str], Any] | None = None,
+                 clock: Callable[[], float] = time.perf_counter, cpu: Callable[[], float] = time.process_time,
+                 set_threads: Callable[[int], None] = torch.set_num_threads) -> None:
+        self.full = self.current = threads
+        self.say, self.clock, self.cpu, self.set_threads = say, clock, cpu, set_threads
+        self.changes: list[str] = []
+        self.epoch, self.steps, self.phase = -1, 0, "idle"
+        self.mark = (0.0, 0.0)
+        self.step_s, self.share = 0.0, 1.0  # a step's seconds at the current count, and the CPU it got
+        self.trying = threads  # the thread count being measured
+
+    @classmethod
+    def for_run(cls, config: Config, device: torch.device, threads: int) -> ThreadGovernor | None:
+        from torchguide.tune import measuring
+
+        if config.train.threads != "auto" or device.type != "cpu" or threads < 2 or not measuring(config):
+            return None
+        return cls(threads)
+
+    def tick(self, epoch: int) -> None:
+        if epoch != self.epoch:  # a new epoch: watch again
+            self.epoch, self.phase, self.steps = epoch, "warm", 0
+        self.steps += 1
+        if self.phase == "warm" and self.steps >= 2:  # the epoch's first step pays for starting its loader
+            self.begin("watch", self.current)
+        elif self.phase == "watch" and self.steps >= WINDOW:
+            self.watched()
+        elif self.phase == "trial":
+            wall = self.clock() - self.mark[0]
+            if self.steps >= WINDOW or wall > ABANDON * self.step_s * self.steps:  # done, or clearly slower
+                self.settle(wall / self.steps)
+
+    def begin(self, phase: str, threads: int) -> None:
+        if threads != self.current or phase == "trial":
+            self.set_threads(threads)
+        self.phase, self.steps, self.trying, self.mark = phase, 0, threads, (self.clock(), self.cpu())
+
+    def watched(self) -> None:
+        """A window at the current count: reduced, try the full count again; at full, try fewer when the
+        process got too little CPU time."""
+        wall, cpu = self.clock() - self.mark[0], self.cpu() - self.mark[1]
+        self.step_s, self.share = wall / self.steps, cpu / (wall * self.current) if wall > 0 else 1.0
+        if self.current < self.full:
+            self.begin("trial", self.full)
+        elif self.share < LOW_SHARE:
+            self.begin("trial", max(1, min(self.full - 1, round(self.full * self.share))))
+        else:
+            self.phase = "idle"
+
+    def settle(self, step_s: float) -> None:
+        """Keep the trial's thread count when its steps were faster, else go back."""
+        before, gain = self.current, self.step_s / step_s if step_s > 0 else 0.0
+        if gain >= GAIN:
+            self.current = self.trying
+            self.report(f"threads: {before} -> {self.trying}: " + (
+                f"this process got {self.share:.0%} of {before} cores' time (other work is running); "
+                if self.trying < before else "the cores are free again; ") + f"steps are {gain:.1f}x faster")
+        else:
+            self.set_threads(before)
+        self.phase = "idle"
+
+    def report(self, message: str) -> None:
+        self.changes.append(message)
+        if self.say is not None:
+            self.say(message)
+
+    def summary(self) -> dict[str, Any]:
+        return {"start": self.full, "end": self.current, "changes": self.changes}
