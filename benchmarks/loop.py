@@ -6,7 +6,9 @@ else, the tool side runs `fit` with everything on: progress bars (drawn to a ter
 console), metrics files, a checkpoint every epoch (written on a background thread, whose
 CPU time counts) and summary.json. `fit` is called once per epoch with `train.epochs`
 raised by one, as a resumed run would be, so the tool side also pays for opening and
-closing its run files every epoch: more than one `fit` over all epochs would.
+closing its run files every epoch: more than one `fit` over all epochs would. Threads
+are pinned to the cores, as `auto` sets them without loader workers: auto's governor
+(torchguide/contention.py) sets the thread count of the whole process, the hand side's too.
 
 The epochs interleave in one process (tool, hand, then hand, tool, ...), and each tool
 epoch is divided by its neighbouring hand epoch; the figure is the median of those
@@ -38,12 +40,14 @@ from benchmarks.common import ROOT, interleaved, ratios, summarise  # noqa: E402
 from torchguide.build import build_run  # noqa: E402
 from torchguide.config import load_config  # noqa: E402
 from torchguide.data.sources import write_digits  # noqa: E402
+from torchguide.device import available_cores  # noqa: E402
 from torchguide.loop import Run, fit  # noqa: E402
 
 
 def config(task: str, data: Path, out: Path):
     common = [f"output.dir={out}", "train.epochs=1", "train.device=cpu", "train.precision=fp32",
-              "train.channels_last=false", "train.compile=false", "data.loader.num_workers=0", "model.dropout=0.0"]
+              "train.channels_last=false", "train.compile=false", "data.loader.num_workers=0", "model.dropout=0.0",
+              f"train.threads={available_cores()}"]  # what auto picks, without the governor (see above)
     if task == "image":
         return load_config(ROOT / "configs/image/digits.yaml", [*common, f"data.train.root={data}", "~data.valid",
                                                                 "~data.test", "~data.transforms.train",
