@@ -117,7 +117,11 @@ def ddp_figures(quick: bool) -> list[dict]:
 
 
 def peer_figures(quick: bool) -> tuple[list[dict], str | None]:
-    """The figures against PyTorch Lightning, or why there are none."""
+    """The figures against PyTorch Lightning, or why there are none.
+
+    benchmarks/peers.py's `measure(quick)` returns {"figures": [...]} (rows made by
+    common.figure), or a dict of such rows by name.
+    """
     if importlib.util.find_spec("benchmarks.peers") is None:
         return [], "peers skipped: benchmarks/peers.py is not there"
     if importlib.util.find_spec("lightning") is None and importlib.util.find_spec("pytorch_lightning") is None:
