@@ -250,3 +250,21 @@ def test_image_csv_drops_a_bom_and_refuses_short_rows(tmp_path: Path) -> None:
     (tmp_path / "short.csv").write_text("path,label\nimg/a/1.png,yes\nimg/b/2.png\n")
     with pytest.raises(DataError, match="line 3: 1 field"):
         image_csv(str(tmp_path / "short.csv"))
+
+
+def test_headers_read_from_the_first_bytes_agree_with_pil(tmp_path: Path) -> None:
+    from torchguide.data.headers import jpeg_header, png_header
+    from torchguide.data.image import read_header
+
+    files = [(mode, "png", {}) for mode in ("1", "L", "I;16", "RGB", "RGBA", "P", "LA")]
+    files += [("L", "jpeg", {}), ("RGB", "jpeg", {}), ("CMYK", "jpeg", {}), ("RGB", "jpeg", {"progressive": True}),
+              ("RGB", "jpeg", {"exif": b"Exif\0\0" + b"\0" * 6000}), ("RGB", "bmp", {}), ("RGB", "gif", {})]
+    for i, (mode, fmt, options) in enumerate(files):
+        path = tmp_path / f"{i}.{fmt}"
+        Image.new(mode, (7 + i, 5), 0).save(path, format=fmt, **options)
+        with Image.open(path) as image:
+            assert read_header(path) == (image.mode, image.size), path
+    head = (tmp_path / "1.png").read_bytes()
+    assert png_header(head) == ("L", (8, 5)) and jpeg_header(head) is None
+    assert jpeg_header((tmp_path / "11.jpeg").read_bytes()[:4096]) is None  # metadata before the frame: PIL reads it
+    assert png_header(head[:20]) is None and read_header(tmp_path / "missing.png") is None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import platform
+import resource
 import threading
 from pathlib import Path
 
@@ -312,3 +314,18 @@ def test_snapshot_copies_into_cpu_memory() -> None:
     weights["w"].add_(1)
     assert copy["w"].device.type == "cpu" and not torch.equal(copy["w"], weights["w"])
     assert copy["nested"][1] == 7 and torch.equal(copy["nested"][0], torch.arange(4))
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_freed_memory_is_reused_not_mapped_again() -> None:
+    assert device_module.reuse_freed_memory()
+
+    def eight_mib() -> None:
+        torch.empty(8 << 20, dtype=torch.uint8).fill_(1)  # touched, then freed
+
+    for _ in range(10):  # the heap grows to hold it
+        eight_mib()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        eight_mib()
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before < 2048  # mapped afresh: 20 x 2048 pages

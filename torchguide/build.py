@@ -29,6 +29,7 @@ from torchguide.device import (
     pick_device,
     pick_precision,
     prepare_device,
+    reuse_freed_memory,
     seed_everything,
     set_threads,
     unwrap,
@@ -155,6 +156,7 @@ def build_run(config: Config, run_dir: Path | None = None, dist: Dist = SINGLE,
     valid = data.splits.get("valid")
     valid_loader = make_loader_for(config, data, valid, train=False, device=device, dist=dist) if valid else None
     threads = set_threads(config.train.threads, train_loader.num_workers, dist.local_world_size)
+    reuse_freed_memory()  # steps reuse the memory of the ones before instead of asking the OS again
     loss_fn = build_loss_for(config, data).to(device)
     optimizer = make_optimizer(model, config.optimizer)
     groups = groups_note(optimizer) if len(optimizer.param_groups) > 1 else None  # before a scheduler sets lrs

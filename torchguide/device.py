@@ -7,6 +7,7 @@ run computes, and each returns the reason for its choice so the CLI can say it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import random
 from collections.abc import Iterator
@@ -184,6 +185,26 @@ def set_threads(requested: int | str, workers: int, local_world_size: int = 1) -
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+REUSED_BLOCK = 32 << 20  # glibc's largest mmap threshold on 64-bit
+
+
+def reuse_freed_memory() -> bool:
+    """Have glibc's malloc serve blocks of up to 32 MiB from its heap, and keep up to 64 MiB free there.
+
+    A training step allocates and frees the same large buffers (activations, gradients) every
+    step. glibc maps blocks over its mmap threshold (128 KiB, raised only after such a block is
+    freed, which a run may or may not do before training) fresh from the OS and unmaps them when
+    freed: a CPU step then costs a thousand page faults and their system time. Fixed thresholds
+    make every run reuse its memory. Returns False where malloc is not glibc's (nothing changes).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not Linux, or a C library without mallopt
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, REUSED_BLOCK)) and bool(mallopt(M_TRIM_THRESHOLD, 2 * REUSED_BLOCK))
 
 
 def seed_everything(seed: int) -> None:

@@ -186,10 +186,11 @@ def curves_figure(history: list[dict[str, Any]], title: str) -> Any:
     rows = [r for r in history if r.get("kind") == "epoch"]
     if not rows:
         return None
-    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig = new_figure(figsize=(15, 4))
+    fig.subplots_adjust(**CURVES_MARGINS)  # fixed: tight_layout draws the figure once more to measure it
+    axes = fig.subplots(1, 3)
     epochs = [r["epoch"] for r in rows]
     for ax, metric in zip(axes, ("loss", "acc"), strict=False):
         for split, label in (("train", "train"), ("valid", "valid"), ("ema_valid", "valid (EMA)")):
@@ -204,8 +205,10 @@ def curves_figure(history: list[dict[str, Any]], title: str) -> Any:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, not 1.2, 1.4, ...
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
+
+
+CURVES_MARGINS = {"left": 0.05, "right": 0.99, "bottom": 0.13, "top": 0.88, "wspace": 0.25}
 
 
 def plot_lr(ax: Any, history: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
@@ -233,9 +236,9 @@ def plot_confusion(result: dict[str, Any], path: Path, title: str) -> Path:
     n = len(classes)
     totals = [max(sum(row), 1) for row in matrix]
     shares = [[v / total for v in row] for row, total in zip(matrix, totals, strict=True)]
-    plt = pyplot()
     side = min(max(4 + 0.45 * n, 5), 24)
-    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    fig = new_figure(figsize=(side + 1.5, side))
+    ax = fig.subplots()
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     if n <= 60:  # more classes: the shading alone
@@ -265,14 +268,19 @@ def pyplot() -> Any:
     return plt
 
 
+def new_figure(**kwargs: Any) -> Any:
+    """A matplotlib Figure outside pyplot: drawn to files only, freed with its last reference, and without
+    importing pyplot and its backends (which took longer than drawing a run's curves)."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
 def save_figure(fig: Any, path: Path, hint: str) -> Path:
-    """Write `fig` to `path` as a PNG (making its folder), atomically, and free it; a failed write is one
-    RunFailed with `hint`."""
-    try:
-        make_folder(path.parent)
-        return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100), hint=hint)
-    finally:
-        pyplot().close(fig)
+    """Write `fig` to `path` as a PNG (making its folder), atomically; a failed write is one RunFailed with
+    `hint`."""
+    make_folder(path.parent)
+    return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100), hint=hint)
 
 
 def run_summary(run: Run, seconds: float, stopped_early: bool, unit: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from torch.utils.data import Dataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2.functional import pil_to_tensor
 
+from torchguide.data.headers import HEADER_BYTES, jpeg_header, png_header
 from torchguide.data.transforms import Pipeline
 from torchguide.errors import DataError
 from torchguide.registry import DATASETS
@@ -161,23 +162,35 @@ def to_8bit(image: Image.Image) -> Image.Image:
 def read_header(path: str | Path) -> tuple[str, tuple[int, int]] | None:
     """(mode, (width, height)) from an image file's header, None if it is not an image.
 
+    PNG and JPEG headers are read from the file's first bytes (the mode PIL would open the
+    image in, without PIL's format detection); other files, and headers not found there,
+    through PIL.
+
     Raises:
         DataError: the image has more than MAX_PIXELS pixels (decoding it could exhaust memory).
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, by name
-            with Image.open(path) as image:
-                mode, size = image.mode, image.size
-    except Image.DecompressionBombError:
-        size, mode = None, None
-    except (OSError, UnidentifiedImageError, ValueError):
+        with open(path, "rb") as f:
+            head = f.read(HEADER_BYTES)
+    except OSError:
         return None
+    header = png_header(head) or jpeg_header(head)
+    if header is None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, by name
+                with Image.open(path) as image:
+                    header = image.mode, image.size
+        except Image.DecompressionBombError:
+            header = None, None
+        except (OSError, UnidentifiedImageError, ValueError):
+            return None
+    size = header[1]
     if size is None or size[0] * size[1] > MAX_PIXELS:
         what = f" ({size[0]}x{size[1]})" if size else ""
         raise DataError(f"image {path} has more than {MAX_PIXELS:,} pixels{what}, too many to decode safely",
                         "downscale it or remove it")
-    return mode, size
+    return header
 
 
 def require_image_files(paths: list[str]) -> None:
@@ -190,7 +203,7 @@ def require_image_files(paths: list[str]) -> None:
             raise DataError(f"cannot read image {path}", "give paths of image files")
 
 
-def check_files(files: list[Path], labels: list[int], classes: list[str], root: Path, mode: str,
+def check_files(files: list[str], labels: list[int], classes: list[str], root: Path, mode: str,
                 verify: bool) -> ImageSamples:
     """Drop files that are not images (with a warning naming them), pick the mode, check classes."""
     samples, bad, modes, sizes = [], [], Counter(), {}
@@ -201,10 +214,10 @@ def check_files(files: list[Path], labels: list[int], classes: list[str], root: 
                 bad.append(path)
                 continue
             modes[header[0]] += 1
-            sizes.setdefault(header[1], str(path))
-        samples.append((str(path), label))
+            sizes.setdefault(header[1], path)
+        samples.append((path, label))
     if bad:
-        names = ", ".join(p.name for p in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        names = ", ".join(os.path.basename(p) for p in bad[:5]) + (" ..." if len(bad) > 5 else "")
         log.warning("skipped %d unreadable image file(s) in %s: %s", len(bad), root, names)
     if not samples:
         raise DataError(f"no readable images in {root}", "check the path and the file types")
@@ -234,7 +247,7 @@ def require_dir(root: str | Path) -> Path:
     return root
 
 
-def walk_files(folder: Path, root: Path, visited: set[str]) -> list[tuple[Path, str]]:
+def walk_files(folder: Path, root: Path, visited: set[str]) -> list[tuple[str, str]]:
     """(path, real path) of every file under `folder` (inside `root`), following links to folders.
 
     Each folder is entered once (by its real path, added to `visited`), and never one that
@@ -254,18 +267,18 @@ def walk_files(folder: Path, root: Path, visited: set[str]) -> list[tuple[Path, 
                         stack.append(Path(entry.path))
                     elif entry.is_file():
                         where = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real, entry.name)
-                        found.append((Path(entry.path), where))
+                        found.append((entry.path, where))
         except OSError as exc:
             raise DataError(f"cannot read folder {current}: {exc.strerror or exc}") from exc
     return found
 
 
-def unique_files(pairs: list[tuple[Path, str, str]], root: Path) -> list[tuple[Path, str]]:
+def unique_files(pairs: list[tuple[str, str, str]], root: Path) -> list[tuple[str, str]]:
     """(file, class) with each real file once: of two paths to one file, the one without a link wins.
 
     `pairs` holds (path, real path, class name).
     """
-    ordered = sorted(pairs, key=lambda p: (p[1] != os.path.abspath(p[0]), str(p[0])))
+    ordered = sorted(pairs, key=lambda p: (p[1] != os.path.abspath(p[0]), p[0]))
     kept, seen = [], set()
     for path, real, name in ordered:
         if real not in seen:
@@ -294,17 +307,25 @@ def class_folders(root: Path) -> list[Path]:
     return folders
 
 
-def is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+def is_image(path: str | Path) -> bool:
+    """Whether a file's name is an image's: an image extension, not hidden (callers pass files only)."""
+    name = os.path.basename(path)
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
-def classes_and_files(pairs: list[tuple[Path, str]], root: Path, mode: str, verify: bool,
+def path_order(pair: tuple[str, str]) -> tuple[str, str]:
+    """Sort (path, class) pairs as pathlib sorts paths, part by part (`a/b/c` before `a/b-c`): the separator
+    made the smallest character."""
+    return pair[0].replace(os.sep, "\0"), pair[1]
+
+
+def classes_and_files(pairs: list[tuple[str, str]], root: Path, mode: str, verify: bool,
                       classes: list[str] | None = None) -> ImageSamples:
     """Turn (file, class name) pairs into samples with sorted class indices."""
     skipped = [p for p, _ in pairs if not is_image(p)]  # pairs of unique files (see unique_files)
     if skipped:
-        log.warning("skipped %d non-image file(s) in %s, e.g. %s", len(skipped), root, skipped[0].name)
-    pairs = sorted((p, c) for p, c in pairs if is_image(p))
+        log.warning("skipped %d non-image file(s) in %s, e.g. %s", len(skipped), root, os.path.basename(skipped[0]))
+    pairs = sorted(((p, c) for p, c in pairs if is_image(p)), key=path_order)
     classes = classes or sorted({c for _, c in pairs})
     index = {c: i for i, c in enumerate(classes)}
     return check_files([p for p, _ in pairs], [index[c] for _, c in pairs], classes, root, mode, verify)
@@ -338,7 +359,7 @@ def image_glob(root: str, pattern: str = "*/*", mode: str = "auto", verify: bool
     files = [f for f in root.glob(pattern) if f.is_file()]
     if not files:
         raise DataError(f"no files match {pattern!r} in {root}", "check the pattern", key="pattern")
-    found = [(f, os.path.realpath(f), f.parent.name) for f in files]
+    found = [(str(f), os.path.realpath(f), f.parent.name) for f in files]
     return classes_and_files(unique_files(found, root), root, mode, verify)
 
 
@@ -362,5 +383,5 @@ def image_csv(csv_file: str, root: str | None = None, path_column: str = "path",
     lost = [p for p, _ in pairs if not p.exists()]
     if lost:
         raise DataError(f"{len(lost)} file(s) listed in {table} do not exist, e.g. {lost[0]}", key="csv_file")
-    found = [(p, os.path.realpath(p), lab) for p, lab in pairs]
+    found = [(str(p), os.path.realpath(p), lab) for p, lab in pairs]
     return classes_and_files(unique_files(found, base), base, mode, verify)
