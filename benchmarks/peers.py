@@ -44,6 +44,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import figure, interleaved, ratios, summarise  # noqa: E402
+
 SEED, LR, WEIGHT_DECAY = 0, 3e-3, 1e-4
 IMAGE = {"batch": 64, "workers": 1, "threads": 1, "width": 8, "mean": 0.5, "std": 0.5}
 TEXT = {"batch": 64, "workers": 0, "threads": 2, "max_len": 80, "grad_clip": 1.0}
@@ -129,37 +131,35 @@ def run_lightning(task: str, data: Path, out: Path, epochs: int, one_step: bool 
     return {**result, "epochs_s": json.loads(times.read_text())}
 
 
-def spread(values: list[float]) -> float:
-    """max / min: how far apart a side's epoch times lie."""
-    return max(values) / min(values)
+def steady(runs: list[dict]) -> list[float]:
+    """Every epoch time of a side's runs but each run's first (loader start, allocator warm-up)."""
+    return [t for r in runs for t in r["epochs_s"][1:]]
 
 
-def compare(task: str, data: Path, tmp: Path, repeats: int, epochs: int) -> dict:
-    """Guide and Lightning runs alternated; epoch and whole-run ratios with their spread over the repeats."""
-    guide, light = [], []
-    for i in range(repeats):
-        guide.append(run_guide(task, data, tmp / f"{task}-guide-{i}", epochs))
-        light.append(run_lightning(task, data, tmp / f"{task}-lightning-{i}", epochs))
-    epoch_ratios = [statistics.median(g["epochs_s"]) / statistics.median(lt["epochs_s"])
-                    for g, lt in zip(guide, light, strict=True)]
-    wall_ratios = [g["wall_s"] / lt["wall_s"] for g, lt in zip(guide, light, strict=True)]
-    guide_epochs = [s for g in guide for s in g["epochs_s"]]
-    light_epochs = [s for lt in light for s in lt["epochs_s"]]
+def compare(task: str, data: Path, tmp: Path, repeats: int, epochs: int) -> tuple[list[dict], dict]:
+    """Guide and Lightning runs alternated: figures for the epoch and whole-run ratios, with their spread over
+    the repeats, and for the epoch spread (max / min of the steady epochs) of each side."""
+    runs = interleaved({"guide": lambda i: run_guide(task, data, tmp / f"{task}-guide-{i}", epochs),
+                        "lightning": lambda i: run_lightning(task, data, tmp / f"{task}-lightning-{i}", epochs)},
+                       repeats, warmup=0)
+    guide, light = runs["guide"], runs["lightning"]
+    epoch = ratios([statistics.median(g["epochs_s"][1:]) for g in guide],
+                   [statistics.median(lt["epochs_s"][1:]) for lt in light])
+    wall = ratios([g["wall_s"] for g in guide], [lt["wall_s"] for lt in light])
     target = TARGETS[task]
-    return {
-        "epoch": figure(statistics.median(guide_epochs) / statistics.median(light_epochs), target, epoch_ratios),
-        "wall": figure(statistics.median(g["wall_s"] for g in guide) / statistics.median(lt["wall_s"] for lt in light),
-                       target, wall_ratios),
-        "epoch_spread": {"guide": round(spread(guide_epochs), 3), "lightning": round(spread(light_epochs), 3),
-                         "met": spread(guide_epochs) <= spread(light_epochs)},
-        "guide": summary(guide), "lightning": summary(light),
-    }
+    ours, theirs = (max(steady(side)) / min(steady(side)) for side in (guide, light))
+    what = "image: simple_cnn, 10,000 PNGs" if task == "image" else "text: reviews BiLSTM, 512 snippets"
+    figures = [figure(f"8. {what}: guide / Lightning, epoch time", *middle(epoch, target)),
+               figure(f"8. {what}: guide / Lightning, whole run", *middle(wall, target)),
+               figure(f"8. {what}: epoch spread (max/min), guide's / Lightning's ({ours:.3f} / {theirs:.3f})",
+                      ours / theirs, "<= 1.0", ours <= theirs, None, len(steady(guide)))]
+    return figures, {"guide": summary(guide), "lightning": summary(light)}
 
 
-def figure(value: float, target: float, repeats: list[float]) -> dict:
-    """One ratio: its value, the target it must not exceed, and the range of the per-repeat ratios."""
-    return {"value": round(value, 4), "target": f"<= {target}", "met": value <= target,
-            "spread": [round(min(repeats), 4), round(max(repeats), 4)]}
+def middle(values: list[float], target: float) -> tuple[float, str, bool, list[float], int]:
+    """What `figure` takes after the name for per-repeat ratios that must not exceed `target`."""
+    value, spread, repeats = summarise(values)
+    return value, f"<= {target}", value <= target, spread, repeats
 
 
 def summary(runs: list[dict]) -> dict:
@@ -170,19 +170,18 @@ def summary(runs: list[dict]) -> dict:
             "stime_s": round(statistics.median(r["stime_s"] for r in runs), 2)}
 
 
-def one_step(data: Path, tmp: Path, repeats: int) -> dict:
+def one_step(data: Path, tmp: Path, repeats: int) -> tuple[list[dict], dict]:
     """Whole-process wall time of a one-step run, guide / Lightning, alternated."""
-    guide, light = [], []
-    for i in range(repeats):
-        guide.append(run_guide("image", data, tmp / f"step-guide-{i}", 1, one_step=True))
-        light.append(run_lightning("image", data, tmp / f"step-lightning-{i}", 1, one_step=True))
-    ratios = [g["wall_s"] / lt["wall_s"] for g, lt in zip(guide, light, strict=True)]
-    value = statistics.median(g["wall_s"] for g in guide) / statistics.median(lt["wall_s"] for lt in light)
-    return {"wall": figure(value, TARGETS["one_step"], ratios), "guide": summary(guide), "lightning": summary(light)}
+    runs = interleaved({"guide": lambda i: run_guide("image", data, tmp / f"step-guide-{i}", 1, one_step=True),
+                        "lightning": lambda i: run_lightning("image", data, tmp / f"step-lightning-{i}", 1,
+                                                             one_step=True)}, repeats, warmup=0)
+    wall = ratios([g["wall_s"] for g in runs["guide"]], [lt["wall_s"] for lt in runs["lightning"]])
+    return ([figure("8. one optimizer step, whole process: guide / Lightning", *middle(wall, TARGETS["one_step"]))],
+            {"guide": summary(runs["guide"]), "lightning": summary(runs["lightning"])})
 
 
 def measure(quick: bool = False) -> dict:
-    """The peer figures (see the module docstring); a note instead when Lightning is not installed.
+    """{"figures": [...], "sides": {...}} (see the module docstring); {"skipped": note} without Lightning.
 
     `quick`: fewer images, epochs and repeats, to check that everything runs.
     """
@@ -190,20 +189,22 @@ def measure(quick: bool = False) -> dict:
         return {"skipped": f"Lightning is not installed: the peer benchmark is skipped ({INSTALL})"}
     from torchguide.data.sources import write_reviews
 
-    repeats = 1 if quick else 2
+    repeats, epochs = (1, 2) if quick else (2, 3)
     with tempfile.TemporaryDirectory(prefix="guide-bench-peers-") as tmp:
         tmp = Path(tmp)
+        os.environ["GUIDE_CACHE_DIR"] = str(tmp / "cache")  # guide's first run measures its auto settings
         write_digits28(tmp / "digits" / "train", 1_000 if quick else 10_000, seed=0)
         write_digits28(tmp / "digits" / "valid", 100 if quick else 1_000, seed=1)
         write_reviews(tmp / "reviews")
         shorten(tmp / "reviews" / "train.csv", 256 if quick else 512)  # a BiLSTM epoch on all 10,246 takes minutes
         shorten(tmp / "reviews" / "valid.csv", 128)
-        started = time.perf_counter()
-        results = {"image": compare("image", tmp / "digits", tmp, repeats, 2),
-                   "text": compare("text", tmp / "reviews", tmp, repeats, 2),
-                   "one_step": one_step(tmp / "digits", tmp, 1 if quick else 3)}
-        results["seconds"] = round(time.perf_counter() - started, 1)
-    return results
+        started, figures, sides = time.perf_counter(), [], {}
+        for name, (rows, side) in (("image", compare("image", tmp / "digits", tmp, repeats, epochs)),
+                                   ("text", compare("text", tmp / "reviews", tmp, repeats, epochs)),
+                                   ("one_step", one_step(tmp / "digits", tmp, 1 if quick else 3))):
+            figures += rows
+            sides[name] = side
+    return {"figures": figures, "sides": sides, "seconds": round(time.perf_counter() - started, 1)}
 
 
 def lightning_main(task: str, data: Path, out: Path, epochs: int, one_step: bool) -> None:
@@ -291,20 +292,12 @@ def show(results: dict) -> None:
     if "skipped" in results:
         print(results["skipped"])
         return
-    for task in ("image", "text"):
-        r = results[task]
-        for key, what in (("epoch", "epoch time (median)"), ("wall", "whole run")):
-            f = r[key]
-            print(f"{task} {what}: guide / Lightning {f['value']:.3f} (repeats {f['spread'][0]:.3f}-"
-                  f"{f['spread'][1]:.3f}), target {f['target']}: {'met' if f['met'] else 'MISSED'}")
-        s = r["epoch_spread"]
-        print(f"{task} epoch spread (max/min): guide {s['guide']:.3f}, Lightning {s['lightning']:.3f}: "
-              f"{'met' if s['met'] else 'MISSED'}")
-        print(f"  guide {r['guide']}\n  Lightning {r['lightning']}")
-    f = results["one_step"]["wall"]
-    print(f"one step, whole process: guide / Lightning {f['value']:.3f} (repeats {f['spread'][0]:.3f}-"
-          f"{f['spread'][1]:.3f}), target {f['target']}: {'met' if f['met'] else 'MISSED'}")
-    print(f"  guide {results['one_step']['guide']}\n  Lightning {results['one_step']['lightning']}")
+    for f in results["figures"]:
+        spread = f"{f['spread'][0]:.3f}-{f['spread'][1]:.3f}" if f["spread"] else "-"
+        print(f"{f['name']}: {f['value']:.3f} (repeats {spread}), target {f['target']}: "
+              f"{'met' if f['met'] else 'MISSED'}")
+    for name, side in results["sides"].items():
+        print(f"  {name}: guide {side['guide']}\n  {name}: Lightning {side['lightning']}")
     print(f"({results['seconds']:.0f} s)")
 
 
