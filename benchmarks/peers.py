@@ -10,7 +10,7 @@ Lightning, and the ratios are guide / Lightning, so below 1 means guide is faste
   noisy copies of scikit-learn's digits), validated on 1,000 more. Lightning reads them
   with torchvision's ImageFolder and Grayscale + ToTensor + Normalize, guide with its
   image_folder and the same normalisation from the config.
-- text: the reviews BiLSTM (configs/text/reviews.yaml) on the first 512 training and 128
+- text: the reviews BiLSTM (configs/text/reviews.yaml) on the first 384 training and 128
   validation snippets (an epoch over all of them takes minutes on 2 cores). Lightning
   reuses guide's dataset, vocabulary and collate function and shuffles batches at random;
   guide runs its config as shipped, with length-bucketed batches.
@@ -148,7 +148,7 @@ def compare(task: str, data: Path, tmp: Path, repeats: int, epochs: int) -> tupl
     wall = ratios([g["wall_s"] for g in guide], [lt["wall_s"] for lt in light])
     target = TARGETS[task]
     ours, theirs = (max(steady(side)) / min(steady(side)) for side in (guide, light))
-    what = "image: simple_cnn, 10,000 PNGs" if task == "image" else "text: reviews BiLSTM, 512 snippets"
+    what = "image: simple_cnn, 10,000 PNGs" if task == "image" else "text: reviews BiLSTM, 384 snippets"
     figures = [figure(f"8. {what}: guide / Lightning, epoch time", *middle(epoch, target)),
                figure(f"8. {what}: guide / Lightning, whole run", *middle(wall, target)),
                figure(f"8. {what}: epoch spread (max/min), guide's / Lightning's ({ours:.3f} / {theirs:.3f})",
@@ -196,12 +196,12 @@ def measure(quick: bool = False) -> dict:
         write_digits28(tmp / "digits" / "train", 1_000 if quick else 10_000, seed=0)
         write_digits28(tmp / "digits" / "valid", 100 if quick else 1_000, seed=1)
         write_reviews(tmp / "reviews")
-        shorten(tmp / "reviews" / "train.csv", 256 if quick else 512)  # a BiLSTM epoch on all 10,246 takes minutes
+        shorten(tmp / "reviews" / "train.csv", 256 if quick else 384)  # a BiLSTM epoch on all 10,246 takes minutes
         shorten(tmp / "reviews" / "valid.csv", 128)
         started, figures, sides = time.perf_counter(), [], {}
         for name, (rows, side) in (("image", compare("image", tmp / "digits", tmp, repeats, epochs)),
                                    ("text", compare("text", tmp / "reviews", tmp, repeats, epochs)),
-                                   ("one_step", one_step(tmp / "digits", tmp, 1 if quick else 3))):
+                                   ("one_step", one_step(tmp / "digits", tmp, 1 if quick else 2))):
             figures += rows
             sides[name] = side
     return {"figures": figures, "sides": sides, "seconds": round(time.perf_counter() - started, 1)}

@@ -87,7 +87,7 @@ def precision_figures(quick: bool, native: bool) -> list[dict]:
 
 
 def startup_figures(quick: bool) -> list[dict]:
-    s = startup.measure(2 if quick else 4)
+    s = startup.measure(2 if quick else 3)
     return [figure("5. guide --help seconds", s["help_s"], "< 0.3", s["help_s"] < 0.3, s["help_spread"],
                    s["repeats"]),
             figure("5. guide inspect-layer conv2d / python -c 'import torch'", s["inspect_layer_ratio"],

@@ -62,10 +62,13 @@ def test_busy_cores_drop_to_one_thread_and_free_cores_bring_two_back() -> None:
     assert machine.threads == 1 and governor.current == 1
     [message] = governor.messages
     assert message.startswith("threads: 2 -> 1: this process got 50% of 2 cores' time (other work is running)")
+    tried = len(machine.counts)
     run(machine, governor, 1, 3 * WINDOW)  # still busy: the trial of 2 threads is abandoned after its first step
-    assert machine.threads == 1 and len(governor.messages) == 1
+    assert machine.threads == 1 and len(governor.messages) == 1 and machine.counts[tried:] == [2, 1]
+    run(machine, governor, 2, 3 * WINDOW)  # the next retry waits twice as long: none in epoch 2
+    assert machine.counts[tried:] == [2, 1]
     machine.busy = 0
-    run(machine, governor, 2, 3 * WINDOW)
+    run(machine, governor, 3, 3 * WINDOW)
     assert machine.threads == 2 and governor.messages[-1].startswith("threads: 1 -> 2: the cores are free again")
     assert governor.summary()["end"] == 2
 

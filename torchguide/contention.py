@@ -25,6 +25,7 @@ from torchguide.config import Config
 WINDOW = 8  # steps measured at a time
 LOW_SHARE = 0.8  # the process got less CPU than this share of threads x wall time: try fewer threads
 GAIN = 1.1  # another thread count is kept when its steps are at least this much faster
+ENOUGH_S = 0.5  # a window also ends after 2 steps that took this long (a busy machine's slow steps)
 ABANDON = 3.0  # a trial step this many times slower than the current ones ends the trial at once
 
 
@@ -41,6 +42,7 @@ class ThreadGovernor:
         self.mark = (0.0, 0.0)
         self.step_s, self.share = 0.0, 1.0  # a step's seconds at the current count, and the CPU it got
         self.trying = threads  # the thread count being measured
+        self.retry_at, self.wait = 0, 1  # reduced: the epoch of the next retry of the full count, and the wait
 
     @classmethod
     def for_run(cls, config: Config, device: torch.device, threads: int) -> ThreadGovernor | None:
@@ -51,17 +53,18 @@ class ThreadGovernor:
         return cls(threads)
 
     def tick(self, epoch: int) -> None:
-        if epoch != self.epoch:  # a new epoch: watch again
-            self.epoch, self.phase, self.steps = epoch, "warm", 0
+        if epoch != self.epoch:  # a new epoch: watch again (reduced: only when a retry of the full count is due)
+            idle = self.current < self.full and epoch < self.retry_at
+            self.epoch, self.phase, self.steps = epoch, "idle" if idle else "warm", 0
         self.steps += 1
-        if self.phase == "warm" and self.steps >= 2:  # the epoch's first step pays for starting its loader
+        if self.phase == "warm":  # the epoch's first step pays for starting its loader: not counted
             self.begin("watch", self.current)
-        elif self.phase == "watch" and self.steps >= WINDOW:
-            self.watched()
-        elif self.phase == "trial":
+        elif self.phase in ("watch", "trial"):
             wall = self.clock() - self.mark[0]
-            if self.steps >= WINDOW or wall > ABANDON * self.step_s * self.steps:  # done, or clearly slower
+            if self.phase == "trial" and wall > ABANDON * self.step_s * self.steps:  # clearly slower: stop now
                 self.settle(wall / self.steps)
+            elif self.steps >= WINDOW or (self.steps >= 2 and wall >= ENOUGH_S):
+                self.watched() if self.phase == "watch" else self.settle(wall / self.steps)
 
     def begin(self, phase: str, threads: int) -> None:
         if threads != self.current or phase == "trial":
@@ -84,12 +87,15 @@ class ThreadGovernor:
         """Keep the trial's thread count when its steps were faster, else go back."""
         before, gain = self.current, self.step_s / step_s if step_s > 0 else 0.0
         if gain >= GAIN:
-            self.current = self.trying
+            self.current, self.wait = self.trying, 1
             self.report(f"threads: {before} -> {self.trying}: " + (
                 f"this process got {self.share:.0%} of {before} cores' time (other work is running); "
                 if self.trying < before else "the cores are free again; ") + f"steps are {gain:.1f}x faster")
         else:
             self.set_threads(before)
+            if before < self.full:  # the cores are still busy: wait twice as many epochs before the next retry
+                self.wait *= 2
+                self.retry_at = self.epoch + self.wait
         self.phase = "idle"
 
     def report(self, message: str) -> None:
