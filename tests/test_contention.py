@@ -59,7 +59,7 @@ def test_busy_cores_drop_to_one_thread_and_free_cores_bring_two_back() -> None:
     machine = Machine(busy=1)
     governor = machine.governor()
     run(machine, governor, 0, 3 * WINDOW)
-    assert machine.threads == 1 and governor.current == 1
+    assert machine.threads == 1 and governor.current == 1 and machine.counts == [1, 2, 1]  # A B A, then B
     [message] = governor.messages
     assert message.startswith("threads: 2 -> 1: this process got 50% of 2 cores' time (other work is running)")
     tried = len(machine.counts)
@@ -91,3 +91,20 @@ def test_only_auto_threads_that_are_measured(digits_dir: Path, tmp_path: Path, o
     monkeypatch.delenv("GUIDE_TUNE")
     assert (ThreadGovernor.for_run(cfg, torch.device("cpu"), 2) is None) == bool(overrides)
     assert ThreadGovernor.for_run(cfg, torch.device("cpu"), 1) is None
+
+
+def test_steps_that_speed_up_as_the_run_warms_do_not_decide() -> None:
+    """The first window's steps are slow for another reason (caches filling): the trial's faster steps are
+    set against the window after it too, which is as fast, so the threads stay."""
+    machine = Machine()
+    governor = machine.governor()
+    governor.cpu = lambda: machine.cpu_s * 0.5
+    slow = iter([0.0, 3.0, 3.0])  # the steps of the first window (after the uncounted first step) are slow
+    step = machine.step
+
+    def warming() -> None:
+        step()
+        machine.wall += next(slow, 0.0)
+    machine.step = warming
+    run(machine, governor, 0, 4 * WINDOW)
+    assert machine.counts == [1, 2] and governor.messages == []

@@ -4,9 +4,10 @@ torch's intra-op threads meet after every parallel operation, so when another pr
 one of their cores, the others wait for the thread that lost it: on 2 cores shared with one
 busy process, 2 threads ran an epoch 11-14x slower than on a quiet machine, while 1 thread
 held its speed. The governor watches each epoch's first steps. When the process got clearly
-less CPU time than its threads x wall time, it runs the next steps with fewer threads and
-keeps them if steps are faster; once reduced, each epoch tries the full count again and
-returns to it when the cores are free.
+less CPU time than its threads x wall time, it runs a window of steps with fewer threads,
+then one more with the count it had (A B A), and keeps the fewer threads when their steps
+were faster than both; once reduced, it tries the full count again after 1, 2, 4 ...
+epochs and returns to it when the cores are free.
 
 Only for `train.threads: auto` on the CPU, and not when auto decides by rule (GUIDE_TUNE=off,
 `train.deterministic`): a thread count changes the order of floating-point sums.
@@ -23,7 +24,8 @@ import torch
 from torchguide.config import Config
 
 WINDOW = 8  # steps measured at a time
-LOW_SHARE = 0.8  # the process got less CPU than this share of threads x wall time: try fewer threads
+LOW_SHARE = 0.65  # the process got less CPU than this share of threads x wall time: try fewer threads
+# (quiet, a run loading its data in the main process got ~0.78 of 2 threads; beside a busy process, 0.26-0.5)
 GAIN = 1.1  # another thread count is kept when its steps are at least this much faster
 ENOUGH_S = 0.5  # a window also ends after 2 steps that took this long (a busy machine's slow steps)
 ABANDON = 3.0  # a trial step this many times slower than the current ones ends the trial at once
@@ -41,6 +43,7 @@ class ThreadGovernor:
         self.epoch, self.steps, self.phase = -1, 0, "idle"
         self.mark = (0.0, 0.0)
         self.step_s, self.share = 0.0, 1.0  # a step's seconds at the current count, and the CPU it got
+        self.trial_s = 0.0  # a step's seconds at the count on trial
         self.trying = threads  # the thread count being measured
         self.retry_at, self.wait = 0, 1  # reduced: the epoch of the next retry of the full count, and the wait
 
@@ -59,40 +62,52 @@ class ThreadGovernor:
         self.steps += 1
         if self.phase == "warm":  # the epoch's first step pays for starting its loader: not counted
             self.begin("watch", self.current)
-        elif self.phase in ("watch", "trial"):
+        elif self.phase in ("watch", "trial", "confirm"):
             wall = self.clock() - self.mark[0]
             if self.phase == "trial" and wall > ABANDON * self.step_s * self.steps:  # clearly slower: stop now
-                self.settle(wall / self.steps)
+                self.settle(0.0)
             elif self.steps >= WINDOW or (self.steps >= 2 and wall >= ENOUGH_S):
-                self.watched() if self.phase == "watch" else self.settle(wall / self.steps)
+                {"watch": self.watched, "trial": self.tried, "confirm": self.settle}[self.phase](wall / self.steps)
 
     def begin(self, phase: str, threads: int) -> None:
-        if threads != self.current or phase == "trial":
+        if phase != "watch":
             self.set_threads(threads)
-        self.phase, self.steps, self.trying, self.mark = phase, 0, threads, (self.clock(), self.cpu())
+        self.phase, self.steps, self.mark = phase, 0, (self.clock(), self.cpu())
 
-    def watched(self) -> None:
+    def watched(self, step_s: float) -> None:
         """A window at the current count: reduced, try the full count again; at full, try fewer when the
         process got too little CPU time."""
-        wall, cpu = self.clock() - self.mark[0], self.cpu() - self.mark[1]
-        self.step_s, self.share = wall / self.steps, cpu / (wall * self.current) if wall > 0 else 1.0
+        self.share = (self.cpu() - self.mark[1]) / (step_s * self.steps * self.current) if step_s > 0 else 1.0
+        self.step_s = step_s
         if self.current < self.full:
-            self.begin("trial", self.full)
+            self.trying = self.full
         elif self.share < LOW_SHARE:
-            self.begin("trial", max(1, min(self.full - 1, round(self.full * self.share))))
+            self.trying = max(1, min(self.full - 1, round(self.full * self.share)))
         else:
             self.phase = "idle"
+            return
+        self.begin("trial", self.trying)
+
+    def tried(self, step_s: float) -> None:
+        """The trial's window is done: measure the current count once more, so a machine that got quieter or
+        busier during the trial (or steps that sped up as the run warmed) cannot decide alone (A B A)."""
+        self.trial_s = step_s
+        self.begin("confirm", self.current)
 
     def settle(self, step_s: float) -> None:
-        """Keep the trial's thread count when its steps were faster, else go back."""
-        before, gain = self.current, self.step_s / step_s if step_s > 0 else 0.0
+        """Keep the trial's thread count when its steps were faster than the current count's before and
+        after it; else stay (the trial was ended early when `step_s` is 0)."""
+        before = self.current
+        gain = min(self.step_s, step_s) / self.trial_s if step_s and self.trial_s else 0.0
         if gain >= GAIN:
             self.current, self.wait = self.trying, 1
+            self.set_threads(self.trying)
             self.report(f"threads: {before} -> {self.trying}: " + (
                 f"this process got {self.share:.0%} of {before} cores' time (other work is running); "
                 if self.trying < before else "the cores are free again; ") + f"steps are {gain:.1f}x faster")
         else:
-            self.set_threads(before)
+            if not step_s:
+                self.set_threads(before)
             if before < self.full:  # the cores are still busy: wait twice as many epochs before the next retry
                 self.wait *= 2
                 self.retry_at = self.epoch + self.wait
