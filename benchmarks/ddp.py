@@ -47,18 +47,20 @@ def jobs(tmp: Path, quick: bool) -> dict[str, tuple[list[str], str]]:
     }
 
 
-def measure(quick: bool = False) -> dict[str, dict]:
+def measure(quick: bool = False, overhead: bool = True) -> dict[str, dict]:
+    """Scaling for each task, and with `overhead` what DDP itself costs (one job more a task)."""
     results = {}
     with tempfile.TemporaryDirectory(prefix="guide-bench-ddp-") as tmp:
         tmp = Path(tmp)
         for name, (args, key) in jobs(tmp, quick).items():
             one = rates([*args, f"data.loader.batch_size={2 * PER_PROCESS}"], tmp / f"{name}-1", key)
-            one_thread = rates([*args, f"data.loader.batch_size={PER_PROCESS}", "train.threads=1"],
-                               tmp / f"{name}-1t", key)
             two = rates([*args, f"data.loader.batch_size={PER_PROCESS}", "--nproc", "2"], tmp / f"{name}-2", key)
             results[name] = {"unit": key.removesuffix("_per_s") + "/s", "one_process": sum(one) / len(one),
-                             "two_processes": sum(two) / len(two), "scaling": summarise(ratios(two, one)),
-                             "ddp_step_overhead": summarise(ratios([2 * r for r in one_thread], two))}
+                             "two_processes": sum(two) / len(two), "scaling": summarise(ratios(two, one))}
+            if overhead:
+                one_thread = rates([*args, f"data.loader.batch_size={PER_PROCESS}", "train.threads=1"],
+                                   tmp / f"{name}-1t", key)
+                results[name]["ddp_step_overhead"] = summarise(ratios([2 * r for r in one_thread], two))
     return results
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def precision_figures(quick: bool, native: bool) -> list[dict]:
 
 
 def startup_figures(quick: bool) -> list[dict]:
-    s = startup.measure(2 if quick else 3)
+    s = startup.measure(2)
     return [figure("5. guide --help seconds", s["help_s"], "< 0.3", s["help_s"] < 0.3, s["help_spread"],
                    s["repeats"]),
             figure("5. guide inspect-layer conv2d / python -c 'import torch'", s["inspect_layer_ratio"],
@@ -107,12 +107,10 @@ def thread_figures(quick: bool) -> list[dict]:
 
 def ddp_figures(quick: bool) -> list[dict]:
     rows = []
-    for task, r in ddp.measure(quick).items():
-        scaling, overhead = r["scaling"], r["ddp_step_overhead"]
+    for task, r in ddp.measure(quick, overhead=False).items():  # the overhead: python benchmarks/ddp.py
+        scaling = r["scaling"]
         rows.append(figure(f"{task}: 2 DDP processes / 1 process at equal global batch, {r['unit']}", scaling[0],
                            "informational", True, scaling[1], scaling[2]))
-        rows.append(figure(f"{task}: DDP step time / one process at equal per-process work", overhead[0],
-                           "informational", True, overhead[1], overhead[2]))
     return rows
 
 

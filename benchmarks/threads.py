@@ -3,7 +3,7 @@
 - workers: with N loader workers, guide sets intra-op threads to cores - N (at least 1)
   so workers and compute do not oversubscribe the cores; against torch's default (one
   thread per core). digits, simple_cnn, batch 32, random augmentation in 2 loader
-  workers; images/s of epochs 2-3 of a real `guide` job each way, epoch k against epoch k.
+  workers; images/s of epoch 2 of a real `guide` job each way.
 - under load: a digits epoch with guide's defaults while another process keeps every core
   busy with matmuls / the same epoch on the quiet machine. Each side is a whole `guide`
   job (so its choices at start-up see the load), the sides alternate (quiet, loaded,
@@ -61,7 +61,7 @@ def digits_args(tmp: Path, epochs: int) -> list[str]:
 
 
 def with_workers(tmp: Path, cores: int, quick: bool) -> dict:
-    args = [*digits_args(tmp, 2 if quick else 3), "data.loader.num_workers=2"]
+    args = [*digits_args(tmp, 2), "data.loader.num_workers=2"]
     tool = [r["samples_per_s"] for r in epoch_rows(train(args, tmp / "auto")[0]) if r["epoch"] > 1]
     default = [r["samples_per_s"] for r in epoch_rows(train([*args, f"train.threads={cores}"], tmp / "default")[0])
                if r["epoch"] > 1]
