@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 GUIDE := $(VENV)/bin/guide
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo demo-image demo-text data test lint bench gpu-check clean
+.PHONY: setup demo demo-image demo-text data test lint bench bench-peers gpu-check clean
 
 setup: $(STAMP)  ## create .venv and install guide with its dev tools (quick when up to date)
 
@@ -41,8 +41,12 @@ test: $(STAMP)  ## the test suite (a few minutes on 2 cores)
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check cli torchguide tests benchmarks examples
 
-bench: $(STAMP)  ## speed figures as ratios against hand-written baselines
+bench: $(STAMP)  ## speed figures as ratios against hand-written baselines (10 minutes): benchmarks/results.json
 	$(PY) benchmarks/run.py
+
+bench-peers: $(STAMP)  ## guide against PyTorch Lightning, same model, data and settings: benchmarks/peers.json
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[bench]'
+	$(PY) benchmarks/run.py --peers
 
 gpu-check: $(STAMP)  ## the CUDA paths end to end on one GPU (about 5 minutes): benchmarks/gpu-results.json
 	$(PY) benchmarks/gpu_check.py

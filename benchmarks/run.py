@@ -5,10 +5,11 @@ interleaved, so a noisy machine affects both alike. results.json holds the machi
 facts (CPU model and the flags that matter for speed, cores, torch version, date) and one
 {"name", "value", "target", "met", "spread", "repeats"} object per figure: `value` is the
 median over the repeats, `spread` the [lowest, highest] per-repeat value
-(benchmarks/common.py). The peer figures against PyTorch Lightning come from
-benchmarks/peers.py when it and Lightning are installed.
+(benchmarks/common.py). The peer figures against PyTorch Lightning (benchmarks/peers.py,
+about 4 minutes, with the `bench` extra) go to peers.json in the same form.
 
     python benchmarks/run.py [--quick]    # --quick: a smoke run with few repeats, into results-quick.json
+    python benchmarks/run.py --peers      # `make bench-peers`: guide against Lightning, into peers.json
 """
 
 from __future__ import annotations
@@ -133,28 +134,32 @@ def peer_figures(quick: bool) -> tuple[list[dict], str | None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats: proves every figure runs")
-    quick = parser.parse_args().quick
-    facts = machine()
-    started, figures, took = time.perf_counter(), [], []
+    parser.add_argument("--peers", action="store_true",
+                        help="the figures against PyTorch Lightning instead (the bench extra), into peers.json")
+    args = parser.parse_args()
+    quick, facts = args.quick, machine()
+    started, figures, took, skipped = time.perf_counter(), [], [], None
     parts = {"loop": loop_figures, "buckets": bucket_figures, "pipeline": pipeline_figures,
              "precision": lambda q: precision_figures(q, facts["native_bf16"]), "startup": startup_figures,
              "threads": thread_figures, "ddp": ddp_figures}
-    for name, part in parts.items():
+    for name, part in ({} if args.peers else parts).items():
         part_started = time.perf_counter()
         figures += part(quick)
         took.append(f"{name} {time.perf_counter() - part_started:.0f}")
         print(f"{name}: {time.perf_counter() - part_started:.0f} s", file=sys.stderr, flush=True)
-    part_started = time.perf_counter()
-    peers, skipped = peer_figures(quick)
-    figures += peers
-    took.append(f"peers {time.perf_counter() - part_started:.0f}")
-    show(facts, figures)
+    if args.peers:
+        figures, skipped = peer_figures(quick)
+        took.append(f"peers {time.perf_counter() - started:.0f}")
+    if figures:
+        show(facts, figures)
     if skipped:
         print(skipped)
     print(f"{time.perf_counter() - started:.0f} s in all ({', '.join(took)})"
           + ("; --quick: too few repeats to resolve anything" if quick else ""))
-    out = Path(__file__).resolve().parent / ("results-quick.json" if quick else "results.json")  # quick: not figures
-    out.write_text(json.dumps({"machine": facts, "figures": figures}, indent=2) + "\n")
+    name = ("peers" if args.peers else "results") + ("-quick" if quick else "")  # quick: not figures
+    if figures:
+        (Path(__file__).resolve().parent / f"{name}.json").write_text(
+            json.dumps({"machine": facts, "figures": figures}, indent=2) + "\n")
 
 
 def show(facts: dict, figures: list[dict]) -> None:
