@@ -59,7 +59,7 @@ def test_busy_cores_drop_to_one_thread_and_free_cores_bring_two_back() -> None:
     machine = Machine(busy=1)
     governor = machine.governor()
     run(machine, governor, 0, 3 * WINDOW)
-    assert machine.threads == 1 and governor.current == 1 and machine.counts == [1, 2, 1]  # A B A, then B
+    assert machine.threads == 1 and governor.current == 1 and machine.counts == [1]  # 10x faster: no A B A
     [message] = governor.messages
     assert message.startswith("threads: 2 -> 1: this process got 50% of 2 cores' time (other work is running)")
     tried = len(machine.counts)
@@ -99,7 +99,7 @@ def test_steps_that_speed_up_as_the_run_warms_do_not_decide() -> None:
     machine = Machine()
     governor = machine.governor()
     governor.cpu = lambda: machine.cpu_s * 0.5
-    slow = iter([0.0, 3.0, 3.0])  # the steps of the first window (after the uncounted first step) are slow
+    slow = iter([0.0, 1.0, 1.0])  # the steps of the first window (after the uncounted first step) are slow
     step = machine.step
 
     def warming() -> None:

@@ -6,8 +6,8 @@ busy process, 2 threads ran an epoch 11-14x slower than on a quiet machine, whil
 held its speed. The governor watches each epoch's first steps. When the process got clearly
 less CPU time than its threads x wall time, it runs a window of steps with fewer threads,
 then one more with the count it had (A B A), and keeps the fewer threads when their steps
-were faster than both; once reduced, it tries the full count again after 1, 2, 4 ...
-epochs and returns to it when the cores are free.
+were faster than both (a trial twice as fast decides at once); once reduced, it tries the
+full count again after 1, 2, 4 ... epochs and returns to it when the cores are free.
 
 Only for `train.threads: auto` on the CPU, and not when auto decides by rule (GUIDE_TUNE=off,
 `train.deterministic`): a thread count changes the order of floating-point sums.
@@ -29,6 +29,7 @@ LOW_SHARE = 0.65  # the process got less CPU than this share of threads x wall t
 GAIN = 1.1  # another thread count is kept when its steps are at least this much faster
 ENOUGH_S = 0.5  # a window also ends after 2 steps that took this long (a busy machine's slow steps)
 ABANDON = 3.0  # a trial step this many times slower than the current ones ends the trial at once
+CLEAR = 2.0  # a trial this many times faster than the window before it needs no window after it
 
 
 class ThreadGovernor:
@@ -90,9 +91,13 @@ class ThreadGovernor:
 
     def tried(self, step_s: float) -> None:
         """The trial's window is done: measure the current count once more, so a machine that got quieter or
-        busier during the trial (or steps that sped up as the run warmed) cannot decide alone (A B A)."""
+        busier during the trial (or steps that sped up as the run warmed) cannot decide alone (A B A). A trial
+        CLEAR times faster decides at once: a window more of slow steps would cost more than it could tell."""
         self.trial_s = step_s
-        self.begin("confirm", self.current)
+        if self.step_s >= CLEAR * step_s:
+            self.settle(self.step_s)
+        else:
+            self.begin("confirm", self.current)
 
     def settle(self, step_s: float) -> None:
         """Keep the trial's thread count when its steps were faster than the current count's before and
@@ -100,8 +105,9 @@ class ThreadGovernor:
         before = self.current
         gain = min(self.step_s, step_s) / self.trial_s if step_s and self.trial_s else 0.0
         if gain >= GAIN:
+            if self.phase == "confirm":  # back at the current count for the window after the trial
+                self.set_threads(self.trying)
             self.current, self.wait = self.trying, 1
-            self.set_threads(self.trying)
             self.report(f"threads: {before} -> {self.trying}: " + (
                 f"this process got {self.share:.0%} of {before} cores' time (other work is running); "
                 if self.trying < before else "the cores are free again; ") + f"steps are {gain:.1f}x faster")
