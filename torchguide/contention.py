@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from torchguide.config import Config
+from torchguide.tune import measuring
 
 WINDOW = 8  # steps measured at a time
 LOW_SHARE = 0.65  # the process got less CPU than this share of threads x wall time: try fewer threads
@@ -50,8 +51,6 @@ class ThreadGovernor:
 
     @classmethod
     def for_run(cls, config: Config, device: torch.device, threads: int) -> ThreadGovernor | None:
-        from torchguide.tune import measuring
-
         if config.train.threads != "auto" or device.type != "cpu" or threads < 2 or not measuring(config):
             return None
         return cls(threads)
