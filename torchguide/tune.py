@@ -37,7 +37,7 @@ PROBE_STEPS = 6  # timed steps of each candidate, after one untimed warm-up step
 PROBE_SHARE = 0.03  # measuring may take at most this share of the run's steps
 MARGIN = 1.03  # a setting other than the plain one must be at least this much faster
 LOSS_TOLERANCE = 0.05  # bf16's mean loss over the probe steps within 5% of fp32's
-COMPILE_GUESS_S = {"cpu": 60.0, "cuda": 60.0}  # compiling a small model, before it was ever measured here
+COMPILE_GUESS_S = 60.0  # compiling a small model (CPU or GPU), before it was ever measured here
 
 
 @dataclass
@@ -209,7 +209,7 @@ def decide_compile(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.
     cached = found is not None
     if found is None:
         step_s = probe(model, loss_fn, optimizer, batch, device, [chosen], 2)[0][chosen]  # to size the run
-        run_s, guess = step_s * run_steps, COMPILE_GUESS_S.get(device.type, 60.0)
+        run_s, guess = step_s * run_steps, COMPILE_GUESS_S
         if guess > PROBE_SHARE * run_s:  # a compile that does not pay would cost more than measuring may
             return Choice(False, f"auto: the run's ~{run_s:.0f} s of steps are too few to risk a compile "
                           f"(~{guess:.0f} s, over {PROBE_SHARE:.0%} of the run)")
