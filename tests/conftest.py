@@ -10,6 +10,7 @@ import pytest
 import torch
 
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+os.environ["GUIDE_TUNE"] = "off"  # also for session and module fixtures, which start before pin_device: auto by rule
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
